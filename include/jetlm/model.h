@@ -1,0 +1,64 @@
+// jetlm public API: load a model directory (or make one with random weights) and run forward
+// passes over a sequence held in a HybridCache.
+//
+//   auto model = jetlm::Model::load("path/to/Jet-Nemotron-2B");
+//   jetlm::HybridCache cache = model->new_cache();
+//   std::vector<float> logits(n * model->config().vocab);
+//   model->forward(ids.data(), n, cache, logits.data());       // prefill (any chunking works)
+//   model->forward(&next, 1, cache, logits.data());             // decode one token
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "memory/hybrid_cache.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace jetlm {
+
+class Checkpoint;
+
+struct ForwardOptions {
+  // false: write only the last position's logits ([1, vocab]) and skip the LM head elsewhere.
+  bool all_logits = true;
+  // Run JetBlocks token by token (the decode form) even for T > 1; for tests.
+  bool recurrent_jet = false;
+  // Called with named intermediate results: "hidden" (the residual stream after layer `layer`,
+  // [T, D]) and "final_norm" ([T, D], layer -1).
+  std::function<void(const char* name, int layer, const float* data, int64_t rows, int64_t cols)>
+      observer;
+};
+
+class Model {
+ public:
+  // Loads DIR/config.json and the safetensors weights (memory-mapped). Throws jetlm::Error.
+  static std::unique_ptr<Model> load(const std::string& model_dir);
+  // A model with random weights in `dtype` (F32, BF16 or F16), for benchmarks and tests.
+  static std::unique_ptr<Model> random(const ModelConfig& config, DType dtype, uint64_t seed);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  int64_t weight_bytes() const;  // bytes of all weights as stored (tied head counted once)
+  HybridCache new_cache() const { return HybridCache(config_); }
+
+  // Runs T new tokens of one sequence, continuing `cache` (positions cache.n_past() onwards),
+  // and advances the cache. logits: [T, vocab] (or [1, vocab] with all_logits = false); may be
+  // null. Ids outside [0, vocab) throw jetlm::Error before anything changes.
+  void forward(const int32_t* ids, int64_t T, HybridCache& cache, float* logits,
+               const ForwardOptions& options = {}) const;
+
+ private:
+  Model() = default;
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;              // keeps mapped weights alive
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;       // random weights
+  ModelWeights weights_;
+};
+
+}  // namespace jetlm

@@ -1,0 +1,367 @@
+// CPU implementations of the op contract: OpenMP threads, loops written so the compiler
+// vectorises them, with GCC function multi-versioning for runtime dispatch by CPU features
+// (AVX-512 / AVX2+FMA / baseline x86-64). Shapes and semantics: backend/ops.h.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/ops.h"
+#include "core/error.h"
+
+#if defined(__x86_64__) && !defined(__clang__) && !defined(JETLM_NO_MULTIVERSION)
+#define JETLM_DISPATCH __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define JETLM_DISPATCH
+#endif
+
+namespace jetlm::cpu {
+
+namespace {
+
+int g_num_threads = 0;  // 0: OpenMP's default (all cores)
+
+inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
+
+JETLM_DISPATCH float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += bf16_to_f32(w[i]) * x[i];
+  return acc;
+}
+
+JETLM_DISPATCH void axpy(float* y, float a, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+JETLM_DISPATCH void scale_inplace(float* y, float a, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+// Converts `n` consecutive weights starting at element `offset` to float32.
+JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, float* out) {
+  if (W.dtype == DType::BF16) {
+    const uint16_t* src = static_cast<const uint16_t*>(W.data) + offset;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]);
+  } else if (W.dtype == DType::F16) {
+    const uint16_t* src = static_cast<const uint16_t*>(W.data) + offset;
+    for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
+  } else {
+    const float* src = static_cast<const float*>(W.data) + offset;
+    std::copy(src, src + n, out);
+  }
+}
+
+int threads() { return g_num_threads > 0 ? g_num_threads : omp_get_max_threads(); }
+
+}  // namespace
+
+void set_num_threads(int n) { g_num_threads = n; }
+int num_threads() { return threads(); }
+
+void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
+  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16);
+  const int64_t N = W.rows, Kdim = W.cols;
+  if (T == 1 && W.dtype != DType::F16) {
+    // Decode: one pass over the weights, read as stored.
+#pragma omp parallel for num_threads(threads()) schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float acc = W.dtype == DType::BF16
+                            ? dot_bf16(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
+                            : dot_f32(static_cast<const float*>(W.data) + r * Kdim, x, Kdim);
+      y[r] = acc + (bias ? bias[r] : 0.0f);
+    }
+    return;
+  }
+  // Prefill: a tile of weight rows is converted once to float32 and reused by every token.
+  constexpr int64_t kRowTile = 16;
+  const int64_t n_tiles = (N + kRowTile - 1) / kRowTile;
+#pragma omp parallel num_threads(threads())
+  {
+    std::vector<float> tile(size_t(kRowTile * Kdim));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile_index = 0; tile_index < n_tiles; ++tile_index) {
+      const int64_t r0 = tile_index * kRowTile;
+      const int64_t rows = std::min(kRowTile, N - r0);
+      const float* w = nullptr;
+      if (W.dtype == DType::F32) {
+        w = static_cast<const float*>(W.data) + r0 * Kdim;
+      } else {
+        weights_to_f32(W, r0 * Kdim, rows * Kdim, tile.data());
+        w = tile.data();
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xt = x + t * Kdim;
+        float* yt = y + t * N + r0;
+        for (int64_t r = 0; r < rows; ++r)
+          yt[r] = dot_f32(w + r * Kdim, xt, Kdim) + (bias ? bias[r0 + r] : 0.0f);
+      }
+    }
+  }
+}
+
+void embedding(const int32_t* ids, int64_t T, const Matrix& E, float* out) {
+  for (int64_t t = 0; t < T; ++t) {
+    JETLM_ASSERT(ids[t] >= 0 && ids[t] < E.rows, "token id out of range (checked by the caller)");
+    weights_to_f32(E, int64_t(ids[t]) * E.cols, E.cols, out + t * E.cols);
+  }
+}
+
+void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (R * N > 65536)
+  for (int64_t r = 0; r < R; ++r) {
+    const float* xr = x + r * N;
+    float* outr = out + r * N;
+    const float inv = 1.0f / std::sqrt(dot_f32(xr, xr, N) / float(N) + eps);
+    for (int64_t i = 0; i < N; ++i) outr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta) {
+  const int64_t half = hd / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * double(i) / double(hd));
+#pragma omp parallel num_threads(threads()) if (T * H * hd > 65536)
+  {
+    std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      // Angles in float64: positions reach 256K, where float32 angles lose precision.
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = double(pos0 + t) * inv_freq[i];
+        cos_t[i] = float(std::cos(angle));
+        sin_t[i] = float(std::sin(angle));
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        float* row = x + (t * H + h) * hd;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = row[i], b = row[i + half];
+          row[i] = a * cos_t[i] - b * sin_t[i];
+          row[i + half] = b * cos_t[i] + a * sin_t[i];
+        }
+      }
+    }
+  }
+}
+
+void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq,
+               int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o) {
+  JETLM_ASSERT(Hq % Hkv == 0);
+  const int64_t group = Hq / Hkv;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  // Flash-style: one pass over the allowed keys with a running max and sum; no T x S matrix.
+#pragma omp parallel num_threads(threads())
+  {
+    std::vector<float> acc(static_cast<size_t>(hd));
+#pragma omp for schedule(dynamic, 4) collapse(2)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const int64_t qpos = qpos0 + t;
+        const int64_t kh = h / group;
+        // Allowed keys: kpos in [qpos - window + 1, qpos] ∩ [kpos0, kpos0 + S).
+        int64_t s_begin = 0;
+        if (window > 0) s_begin = std::max<int64_t>(0, qpos - window + 1 - kpos0);
+        const int64_t s_end = std::min<int64_t>(S, qpos - kpos0 + 1);
+        JETLM_ASSERT(s_end > s_begin, "a query sees no key");
+        const float* qt = q + (t * Hq + h) * hd;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        float running_max = -INFINITY, denom = 0.0f;
+        for (int64_t s = s_begin; s < s_end; ++s) {
+          const float score = dot_f32(qt, k + (s * Hkv + kh) * hd, hd) * scale;
+          if (score > running_max) {
+            const float correction = std::exp(running_max - score);
+            denom *= correction;
+            scale_inplace(acc.data(), correction, hd);
+            running_max = score;
+          }
+          const float p = std::exp(score - running_max);
+          denom += p;
+          axpy(acc.data(), p, v + (s * Hkv + kh) * hd, hd);
+        }
+        float* ot = o + (t * Hq + h) * hd;
+        for (int64_t i = 0; i < hd; ++i) ot[i] = acc[i] / denom;
+      }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = silu_f(gate[i]) * up[i];
+}
+
+void silu(float* x, int64_t n) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) x[i] = silu_f(x[i]);
+}
+
+void add(float* y, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void l2norm_rows(float* x, int64_t R, int64_t N, float scale) {
+  for (int64_t r = 0; r < R; ++r) {
+    float* xr = x + r * N;
+    scale_inplace(xr, scale / std::sqrt(dot_f32(xr, xr, N) + 1e-6f), N);
+  }
+}
+
+void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state,
+           float* v) {
+  // Rows -(K-1)..-1 come from the state, rows 0..T-1 from u; gather them once.
+  std::vector<float> history(size_t((T + K - 1) * C));
+  std::copy(state, state + (K - 1) * C, history.begin());
+  std::copy(u, u + T * C, history.begin() + (K - 1) * C);
+#pragma omp parallel for num_threads(threads()) schedule(static) if (T * C * K > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* ker = kernel + t * C * K;
+    for (int64_t c = 0; c < C; ++c) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < K; ++i) acc += ker[c * K + i] * history[(t + i) * C + c];
+      v[t * C + c] = silu_f(acc);
+    }
+  }
+  std::copy(history.begin() + T * C, history.begin() + (T + K - 1) * C, state);
+}
+
+void gdn_recurrent(const float* q, const float* k, const float* v, const float* g,
+                   const float* beta, int64_t T, int64_t H, int64_t dk, int64_t dv, float* S,
+                   float* o) {
+#pragma omp parallel num_threads(threads()) if (H * dk * dv * T > 32768)
+  {
+    std::vector<float> delta(static_cast<size_t>(dv));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < H; ++h) {
+      float* Sh = S + h * dk * dv;  // [dk, dv]
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qt = q + (t * H + h) * dk;
+        const float* kt = k + (t * H + h) * dk;
+        const float* vt = v + (t * H + h) * dv;
+        float* ot = o + (t * H + h) * dv;
+        const float decay = std::exp(g[t * H + h]);
+        const float b = beta[t * H + h];
+        // delta = beta * (v - (decay * S)^T k)
+        std::fill(delta.begin(), delta.end(), 0.0f);
+        for (int64_t i = 0; i < dk; ++i) axpy(delta.data(), kt[i], Sh + i * dv, dv);
+        for (int64_t j = 0; j < dv; ++j) delta[j] = b * (vt[j] - decay * delta[j]);
+        // S = decay * S + k delta^T;  o = S^T q
+        std::fill(ot, ot + dv, 0.0f);
+        for (int64_t i = 0; i < dk; ++i) {
+          float* row = Sh + i * dv;
+          scale_inplace(row, decay, dv);
+          axpy(row, kt[i], delta.data(), dv);
+          axpy(ot, qt[i], row, dv);
+        }
+      }
+    }
+  }
+}
+
+void gdn_chunked(const float* q, const float* k, const float* v, const float* g, const float* beta,
+                 int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
+  // Per chunk of L tokens, with G the cumulative log-decay inside the chunk and S0 the state
+  // entering it, the delta rule unrolls to
+  //   delta_t = beta_t (v_t - e^{G_t} S0^T k_t - sum_{j<t} e^{G_t-G_j} (k_t.k_j) delta_j)
+  //   o_t     = e^{G_t} S0^T q_t + sum_{j<=t} e^{G_t-G_j} (q_t.k_j) delta_j
+  //   S_end   = e^{G_L} S0 + sum_j e^{G_L-G_j} k_j delta_j^T
+  // a unit lower-triangular solve for delta, then matrix products. Every decay is formed as
+  // exp(later - earlier) <= 1, so strong decays never overflow.
+  constexpr int64_t kChunk = 64;
+#pragma omp parallel num_threads(threads())
+  {
+    std::vector<double> G(kChunk);
+    std::vector<float> decay(size_t(kChunk * kChunk)), kk(size_t(kChunk * kChunk));
+    std::vector<float> delta(size_t(kChunk * dv)), qs(size_t(kChunk * dv));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < H; ++h) {
+      float* Sh = S + h * dk * dv;  // [dk, dv]
+      for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
+        const int64_t L = std::min(kChunk, T - c0);
+        auto qrow = [&](int64_t t) { return q + ((c0 + t) * H + h) * dk; };
+        auto krow = [&](int64_t t) { return k + ((c0 + t) * H + h) * dk; };
+        double cumulative = 0.0;
+        for (int64_t t = 0; t < L; ++t) {
+          cumulative += g[(c0 + t) * H + h];
+          G[t] = cumulative;
+        }
+        for (int64_t t = 0; t < L; ++t)
+          for (int64_t j = 0; j <= t; ++j) {
+            decay[t * kChunk + j] = float(std::exp(G[t] - G[j]));
+            kk[t * kChunk + j] = dot_f32(krow(t), krow(j), dk);
+          }
+        // delta rows: beta_t (v_t - e^{G_t} S0^T k_t), then forward substitution.
+        for (int64_t t = 0; t < L; ++t) {
+          float* dt = delta.data() + t * dv;
+          std::fill(dt, dt + dv, 0.0f);
+          const float* kt = krow(t);
+          for (int64_t i = 0; i < dk; ++i) axpy(dt, kt[i], Sh + i * dv, dv);
+          const float bt = beta[(c0 + t) * H + h];
+          const float eG = float(std::exp(G[t]));
+          const float* vt = v + ((c0 + t) * H + h) * dv;
+          for (int64_t j = 0; j < dv; ++j) dt[j] = bt * (vt[j] - eG * dt[j]);
+          for (int64_t j = 0; j < t; ++j)
+            axpy(dt, -bt * decay[t * kChunk + j] * kk[t * kChunk + j], delta.data() + j * dv, dv);
+        }
+        // Outputs, from S0 (before this chunk's update).
+        for (int64_t t = 0; t < L; ++t) {
+          float* ot = o + ((c0 + t) * H + h) * dv;
+          std::fill(ot, ot + dv, 0.0f);
+          const float* qt = qrow(t);
+          for (int64_t i = 0; i < dk; ++i) axpy(ot, qt[i], Sh + i * dv, dv);
+          scale_inplace(ot, float(std::exp(G[t])), dv);
+          for (int64_t j = 0; j <= t; ++j)
+            axpy(ot, decay[t * kChunk + j] * dot_f32(qt, krow(j), dk), delta.data() + j * dv, dv);
+        }
+        // State update.
+        scale_inplace(Sh, float(std::exp(G[L - 1])), dk * dv);
+        for (int64_t j = 0; j < L; ++j) {
+          const float w = float(std::exp(G[L - 1] - G[j]));
+          const float* kj = krow(j);
+          const float* dj = delta.data() + j * dv;
+          for (int64_t i = 0; i < dk; ++i) axpy(Sh + i * dv, w * kj[i], dj, dv);
+        }
+      }
+    }
+  }
+}
+
+void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w,
+                   float eps) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (T * H * dv > 65536)
+  for (int64_t r = 0; r < T * H; ++r) {
+    float* orow = o + r * dv;
+    const float* grow = gate + r * dv;
+    const float inv = 1.0f / std::sqrt(dot_f32(orow, orow, dv) / float(dv) + eps);
+    for (int64_t i = 0; i < dv; ++i) orow[i] = w[i] * (orow[i] * inv) * silu_f(grow[i]);
+  }
+}
+
+}  // namespace jetlm::cpu
+
+namespace jetlm::cpu {
+
+void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
+               int64_t T, int64_t H, float* beta, float* g) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = t * H + h;
+      beta[i] = 1.0f / (1.0f + std::exp(-b_raw[i]));
+      const float x = a_raw[i] + dt_bias[h];
+      // softplus = log(1 + e^x); torch switches to x above 20, where they agree in float32.
+      const float softplus = x > 20.0f ? x : std::log1p(std::exp(x));
+      g[i] = -std::exp(A_log[h]) * softplus;
+    }
+}
+
+}  // namespace jetlm::cpu

@@ -1,0 +1,73 @@
+// The op contract: every arithmetic kernel the model composes, with its shapes.
+// Activations are float32, row-major, contiguous. Index names: T tokens, S keys, D hidden,
+// H heads, Hkv KV heads, hd head dim, dk/dv JetBlock key/value head dims, C channels, K taps.
+//
+// Two implementations share this contract: `ref::` (plain loops, float64 accumulation, the test
+// oracle, in backend/reference) and `cpu::` (threaded and vectorised, in backend/cpu). The model
+// calls `cpu::`; tests/op compares the two on random inputs of many shapes.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace jetlm {
+
+#define JETLM_OPS_DECLARE                                                                        \
+  /* y[T, W.rows] = x[T, W.cols] W^T (+ bias[W.rows] when not null) */                           \
+  void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y);          \
+  /* out[T, E.cols] = E[ids[t]] */                                                              \
+  void embedding(const int32_t* ids, int64_t T, const Matrix& E, float* out);                   \
+  /* out[R, N] = x / sqrt(mean(x^2) + eps) * w[N], per row (out may alias x) */                \
+  void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out);    \
+  /* x[T, H, hd] rotated in place, rotate_half convention, positions pos0 .. pos0+T-1 */         \
+  void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);             \
+  /* o[T, Hq, hd] = softmax(q k^T / sqrt(hd)) v; q[T, Hq, hd], k/v[S, Hkv, hd]; query t sits at  \
+     absolute position qpos0+t, key s at kpos0+s; key allowed when kpos <= qpos and, with         \
+     window W > 0, kpos > qpos - W. Every query must see at least one key. */                     \
+  void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S,          \
+                 int64_t Hq, int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0,             \
+                 int64_t window, float* o);                                                     \
+  /* out[n] = silu(gate[n]) * up[n] (out may alias gate) */                                      \
+  void silu_mul(const float* gate, const float* up, int64_t n, float* out);                     \
+  /* x[n] = silu(x[n]) */                                                                        \
+  void silu(float* x, int64_t n);                                                               \
+  /* y[n] += x[n] */                                                                             \
+  void add(float* y, const float* x, int64_t n);                                                \
+  /* x[R, N] *= rsqrt(sum x^2 + 1e-6) * scale, per row (q/k normalisation of the delta rule) */  \
+  void l2norm_rows(float* x, int64_t R, int64_t N, float scale);                                \
+  /* Dynamic causal conv: v[t, c] = silu(sum_i kernel[t, c, i] * u[t-K+1+i, c]) where rows      \
+     before the chunk come from state[K-1, C] (oldest first, zeros at sequence start); the      \
+     state is updated in place to the last K-1 rows of u. u[T, C], kernel[T, C, K], v[T, C]. */  \
+  void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,              \
+             float* state, float* v);                                                           \
+  /* Gated delta rule over T tokens continuing state S[H, dk, dv] (updated in place).          \
+     q, k [T, H, dk] already L2-normalised (q also scaled); v [T, H, dv]; g (log decay) and     \
+     beta [T, H]; o [T, H, dv]. gdn_chunked uses the chunked parallel form (chunk = 64),      \
+     gdn_recurrent the token-by-token form; both compute the same function. */                  \
+  void gdn_chunked(const float* q, const float* k, const float* v, const float* g,              \
+                   const float* beta, int64_t T, int64_t H, int64_t dk, int64_t dv, float* S,   \
+                   float* o);                                                                   \
+  void gdn_recurrent(const float* q, const float* k, const float* v, const float* g,            \
+                     const float* beta, int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, \
+                     float* o);                                                                 \
+  /* JetBlock gates from raw projections b_raw, a_raw [T, H]: beta = sigmoid(b_raw),           \
+     g = -exp(A_log[h]) * softplus(a_raw + dt_bias[h]) (log decay, <= 0) */                      \
+  void jet_gates(const float* b_raw, const float* a_raw, const float* A_log,                    \
+                 const float* dt_bias, int64_t T, int64_t H, float* beta, float* g);            \
+  /* o[T, H, dv] = rmsnorm_per_head(o; w[dv], eps) * silu(gate[T, H*dv]) in place */             \
+  void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv,             \
+                     const float* w, float eps);
+
+namespace ref {
+JETLM_OPS_DECLARE
+}  // namespace ref
+
+namespace cpu {
+JETLM_OPS_DECLARE
+// Number of worker threads the CPU ops use (default: all cores).
+void set_num_threads(int n);
+int num_threads();
+}  // namespace cpu
+
+}  // namespace jetlm

@@ -1,0 +1,14 @@
+// Each `jetlm` subcommand lives in tools/cmd_<name>.cpp and registers itself on the CLI11 app.
+// A registration adds the subcommand and its callback; the callback throws jetlm::Error on bad
+// input, and main() turns that into one error line and exit code 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace jetlm::cli {
+
+void register_forward(CLI::App& app);
+void register_info(CLI::App& app);
+void register_tokenize(CLI::App& app);  // tokenize + detokenize (+ chat-template rendering)
+
+}  // namespace jetlm::cli

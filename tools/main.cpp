@@ -1,0 +1,26 @@
+// jetlm: the command-line entry point. Subcommands live in tools/cmd_*.cpp.
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"jetlm: a C++ engine and toolkit for Jet-Nemotron hybrid language models"};
+  app.require_subcommand(1);
+  jetlm::cli::register_forward(app);
+  jetlm::cli::register_info(app);
+  jetlm::cli::register_tokenize(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const jetlm::Error& e) {
+    std::fprintf(stderr, "jetlm: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jetlm: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
