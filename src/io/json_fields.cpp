@@ -32,29 +32,32 @@ bool number_from(const json& value, double* out) {
 }
 
 int64_t int_from(const json& obj, const std::string& key, const std::string& where,
-                 int64_t min_value) {
+                 int64_t min_value, int64_t max_value) {
   const json& value = obj.at(key);
   if (!value.is_number_integer())
     throw_error(where, field(key) + ": expected an integer, got " + brief(value));
+  if (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(max_value))
+    throw_error(where, field(key) + ": expected an integer <= " + std::to_string(max_value) +
+                           ", got " + brief(value));
   const int64_t v = value.get<int64_t>();
-  if (v < min_value)
-    throw_error(where, field(key) + ": expected an integer >= " + std::to_string(min_value) +
-                           ", got " + std::to_string(v));
+  if (v < min_value || v > max_value)
+    throw_error(where, field(key) + ": expected an integer in [" + std::to_string(min_value) +
+                           ", " + std::to_string(max_value) + "], got " + std::to_string(v));
   return v;
 }
 
 }  // namespace
 
 int64_t require_int(const json& obj, const std::string& key, const std::string& where,
-                    int64_t min_value) {
+                    int64_t min_value, int64_t max_value) {
   if (!obj.contains(key)) throw_error(where, field(key) + " is missing (expected an integer)");
-  return int_from(obj, key, where, min_value);
+  return int_from(obj, key, where, min_value, max_value);
 }
 
 int64_t optional_int(const json& obj, const std::string& key, const std::string& where,
-                     int64_t fallback, int64_t min_value) {
+                     int64_t fallback, int64_t min_value, int64_t max_value) {
   if (!obj.contains(key) || obj.at(key).is_null()) return fallback;
-  return int_from(obj, key, where, min_value);
+  return int_from(obj, key, where, min_value, max_value);
 }
 
 double require_number(const json& obj, const std::string& key, const std::string& where) {

@@ -10,10 +10,13 @@ namespace jetlm::json_fields {
 using json = nlohmann::json;
 
 // `where` names the file (and object path) for messages.
+// Integers must lie in [min_value, max_value]; the default bound keeps products of a few
+// sizes inside int64 and every size inside int.
+constexpr int64_t kMaxSize = int64_t(1) << 24;
 int64_t require_int(const json& obj, const std::string& key, const std::string& where,
-                    int64_t min_value = 1);
+                    int64_t min_value = 1, int64_t max_value = kMaxSize);
 int64_t optional_int(const json& obj, const std::string& key, const std::string& where,
-                     int64_t fallback, int64_t min_value = 0);
+                     int64_t fallback, int64_t min_value = 0, int64_t max_value = kMaxSize);
 // Numbers may be written as JSON numbers or as numeric strings ("1e-5" occurs in real configs).
 double require_number(const json& obj, const std::string& key, const std::string& where);
 double optional_number(const json& obj, const std::string& key, const std::string& where,

@@ -33,18 +33,23 @@ ModelConfig parse_model_config(const json& config, const std::string& where) {
   c.model_type = require_string(config, "model_type", where);
   c.hidden = int(require_int(config, "hidden_size", where));
   c.intermediate = int(require_int(config, "intermediate_size", where));
-  c.n_layers = int(require_int(config, "num_hidden_layers", where));
-  c.n_heads = int(require_int(config, "num_attention_heads", where));
-  c.n_kv_heads = int(optional_int(config, "num_key_value_heads", where, c.n_heads, 1));
+  c.n_layers = int(require_int(config, "num_hidden_layers", where, 1, 4096));
+  c.n_heads = int(require_int(config, "num_attention_heads", where, 1, 4096));
+  c.n_kv_heads = int(optional_int(config, "num_key_value_heads", where, c.n_heads, 1, 4096));
   c.vocab = int(require_int(config, "vocab_size", where));
   c.max_position = int(optional_int(config, "max_position_embeddings", where, 32768, 1));
   c.rms_eps = float(optional_number(config, "rms_norm_eps", where, 1e-6));
   c.rope_theta = optional_number(config, "rope_theta", where, 10000.0);
   c.tie_embeddings = optional_bool(config, "tie_word_embeddings", where, false);
   c.bos_token_id = int(optional_int(config, "bos_token_id", where, -1, 0));
-  c.eos_token_id = config.contains("eos_token_id") && config["eos_token_id"].is_array()
-                       ? int(config["eos_token_id"].empty() ? -1 : config["eos_token_id"][0].get<int>())
-                       : int(optional_int(config, "eos_token_id", where, -1, 0));
+  // eos_token_id may be a list (several stop tokens); the first is the primary one.
+  if (config.contains("eos_token_id") && config["eos_token_id"].is_array()) {
+    const json& list = config["eos_token_id"];
+    const json first = {{"eos_token_id", list.empty() ? json() : list[0]}};
+    c.eos_token_id = int(optional_int(first, "eos_token_id", where, -1, 0));
+  } else {
+    c.eos_token_id = int(optional_int(config, "eos_token_id", where, -1, 0));
+  }
   if (config.contains("rope_scaling") && !config["rope_scaling"].is_null())
     throw_error(where, "field 'rope_scaling' = " + brief(config["rope_scaling"]) +
                            " is not supported yet (expected null)");

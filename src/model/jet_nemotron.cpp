@@ -42,17 +42,19 @@ void parse_jet_nemotron_hparams(const json& config, const std::string& where, Mo
   if (needs_jet) {
     const std::string jw = eac_where + ".jet";
     const json& jet = require_object(eac, "jet", eac_where);
-    c.jet.num_heads = int(require_int(jet, "num_heads", jw));
-    c.jet.head_k_dim = int(require_int(jet, "head_dim", jw));
+    c.jet.num_heads = int(require_int(jet, "num_heads", jw, 1, 4096));
+    c.jet.head_k_dim = int(require_int(jet, "head_dim", jw, 1, 65536));
     const double expand_v = require_number(jet, "expand_v", jw);
     const double dv = c.jet.head_k_dim * expand_v;
+    if (!(dv >= 1 && dv <= 65536))
+      throw_error(jw, "head_dim x expand_v = " + std::to_string(dv) + ", expected 1..65536");
     c.jet.head_v_dim = int(std::lround(dv));
     // The official block accepts expand_v when head_dim * expand_v is an integer within 1e-5.
     if (c.jet.head_v_dim <= 0 || std::fabs(dv - c.jet.head_v_dim) > 1e-5 * std::fabs(dv))
       throw_error(jw, "expand_v " + brief(jet["expand_v"]) + " times head_dim " +
                           std::to_string(c.jet.head_k_dim) + " is not a positive integer");
-    c.jet.conv_size = int(require_int(jet, "conv_size", jw));
-    const int reduction = int(require_int(jet, "dconv_generator_reduction", jw));
+    c.jet.conv_size = int(require_int(jet, "conv_size", jw, 1, 64));
+    const int reduction = int(require_int(jet, "dconv_generator_reduction", jw, 1, 1 << 20));
     c.jet.generator_hidden = c.jet.value_dim() / reduction;
     if (c.jet.generator_hidden < 1)
       throw_error(jw, "dconv_generator_reduction " + std::to_string(reduction) +

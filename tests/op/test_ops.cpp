@@ -1,0 +1,180 @@
+// Op harness: every cpu:: op against its ref:: oracle on random inputs of many shapes
+// (odd sizes, non-multiples of the vector width, GQA ratios, windows, chunk boundaries).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/ops.h"
+#include "core/dtype.h"
+#include "test_util.h"
+
+namespace jetlm {
+namespace {
+
+using test::normalized_error;
+using test::random_vector;
+
+constexpr double kTol = 2e-5;  // float32 kernels against float64 references
+
+struct StoredMatrix {
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  Matrix view;
+};
+
+StoredMatrix make_matrix(std::mt19937& rng, int64_t rows, int64_t cols, DType dtype) {
+  StoredMatrix m;
+  std::vector<float> values = random_vector(rng, size_t(rows * cols));
+  if (dtype == DType::F32) {
+    m.full = values;
+    m.view = Matrix{m.full.data(), dtype, rows, cols};
+  } else {
+    for (float x : values) m.half.push_back(dtype == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x));
+    m.view = Matrix{m.half.data(), dtype, rows, cols};
+  }
+  return m;
+}
+
+TEST(Ops, Matmul) {
+  std::mt19937 rng(1);
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16})
+    for (int64_t T : {1, 3, 17, 64})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}}) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+        std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+        std::vector<float> a(size_t(T * rows)), b(size_t(T * rows));
+        for (const float* bias_ptr : {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
+          cpu::matmul(x.data(), T, W.view, bias_ptr, a.data());
+          ref::matmul(x.data(), T, W.view, bias_ptr, b.data());
+          EXPECT_LT(normalized_error(a, b), kTol) << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
+        }
+      }
+}
+
+TEST(Ops, EmbeddingNormsAndElementwise) {
+  std::mt19937 rng(2);
+  for (int64_t N : {1, 7, 24, 96, 131}) {
+    const int64_t R = 5;
+    std::vector<float> x = random_vector(rng, size_t(R * N)), w = random_vector(rng, size_t(N), 0.5f, 1.5f);
+    std::vector<float> a(x.size()), b(x.size());
+    cpu::rmsnorm(x.data(), R, N, w.data(), 1e-6f, a.data());
+    ref::rmsnorm(x.data(), R, N, w.data(), 1e-6f, b.data());
+    EXPECT_LT(normalized_error(a, b), kTol) << "rmsnorm N=" << N;
+    a = x;
+    b = x;
+    cpu::l2norm_rows(a.data(), R, N, 0.3f);
+    ref::l2norm_rows(b.data(), R, N, 0.3f);
+    EXPECT_LT(normalized_error(a, b), kTol) << "l2norm N=" << N;
+    std::vector<float> gate = random_vector(rng, x.size(), -6, 6);
+    cpu::silu_mul(gate.data(), x.data(), int64_t(x.size()), a.data());
+    ref::silu_mul(gate.data(), x.data(), int64_t(x.size()), b.data());
+    EXPECT_LT(normalized_error(a, b), kTol) << "silu_mul";
+    std::vector<float> o1 = random_vector(rng, size_t(R * N)), o2 = o1;
+    cpu::gated_rmsnorm(o1.data(), gate.data(), R, 1, N, w.data(), 1e-5f);
+    ref::gated_rmsnorm(o2.data(), gate.data(), R, 1, N, w.data(), 1e-5f);
+    EXPECT_LT(normalized_error(o1, o2), kTol) << "gated_rmsnorm";
+  }
+  StoredMatrix E = make_matrix(rng, 50, 33, DType::BF16);
+  const int32_t ids[] = {0, 49, 7, 7};
+  std::vector<float> a(4 * 33), b(4 * 33);
+  cpu::embedding(ids, 4, E.view, a.data());
+  ref::embedding(ids, 4, E.view, b.data());
+  EXPECT_EQ(a, b);
+  std::vector<float> b_raw = random_vector(rng, 30, -30, 30), a_raw = random_vector(rng, 30, -30, 30);
+  std::vector<float> A_log = random_vector(rng, 3, -4, 4), dt_bias = random_vector(rng, 3, -5, 5);
+  std::vector<float> beta1(30), beta2(30), g1(30), g2(30);
+  cpu::jet_gates(b_raw.data(), a_raw.data(), A_log.data(), dt_bias.data(), 10, 3, beta1.data(), g1.data());
+  ref::jet_gates(b_raw.data(), a_raw.data(), A_log.data(), dt_bias.data(), 10, 3, beta2.data(), g2.data());
+  EXPECT_LT(normalized_error(beta1, beta2), kTol);
+  EXPECT_LT(normalized_error(g1, g2), kTol);
+}
+
+TEST(Ops, Rope) {
+  std::mt19937 rng(3);
+  for (int64_t hd : {2, 20, 24, 128})
+    for (int64_t pos0 : {0, 5, 100000, 262000}) {
+      std::vector<float> a = random_vector(rng, size_t(7 * 3 * hd)), b = a;
+      cpu::rope(a.data(), 7, 3, hd, pos0, 1e6);
+      ref::rope(b.data(), 7, 3, hd, pos0, 1e6);
+      EXPECT_LT(normalized_error(a, b), kTol) << "hd=" << hd << " pos0=" << pos0;
+    }
+}
+
+TEST(Ops, Attention) {
+  std::mt19937 rng(4);
+  struct Case { int64_t T, S, Hq, Hkv, hd, qpos0, kpos0, window; };
+  const Case cases[] = {
+      {1, 1, 1, 1, 8, 0, 0, 0},      {5, 5, 4, 2, 24, 0, 0, 0},     {3, 40, 6, 2, 20, 37, 0, 0},
+      {17, 17, 4, 1, 24, 0, 0, 7},   {9, 15, 4, 2, 24, 20, 14, 7},  {1, 7, 12, 2, 128, 99, 93, 7},
+      {64, 70, 8, 8, 33, 6, 0, 0},   {10, 12, 4, 4, 16, 2, 0, 1},
+  };
+  for (const Case& c : cases) {
+    std::vector<float> q = random_vector(rng, size_t(c.T * c.Hq * c.hd), -2, 2);
+    std::vector<float> k = random_vector(rng, size_t(c.S * c.Hkv * c.hd), -2, 2);
+    std::vector<float> v = random_vector(rng, size_t(c.S * c.Hkv * c.hd));
+    std::vector<float> a(q.size()), b(q.size());
+    cpu::attention(q.data(), k.data(), v.data(), c.T, c.S, c.Hq, c.Hkv, c.hd, c.qpos0, c.kpos0, c.window, a.data());
+    ref::attention(q.data(), k.data(), v.data(), c.T, c.S, c.Hq, c.Hkv, c.hd, c.qpos0, c.kpos0, c.window, b.data());
+    EXPECT_LT(normalized_error(a, b), kTol) << "T=" << c.T << " S=" << c.S << " window=" << c.window;
+  }
+}
+
+TEST(Ops, DynamicConv) {
+  std::mt19937 rng(5);
+  for (int64_t K : {2, 4})
+    for (int64_t C : {1, 13, 108})
+      for (int64_t T : {1, 2, 9}) {
+        std::vector<float> u = random_vector(rng, size_t(T * C)), ker = random_vector(rng, size_t(T * C * K));
+        std::vector<float> s1 = random_vector(rng, size_t((K - 1) * C)), s2 = s1;
+        std::vector<float> a(size_t(T * C)), b(size_t(T * C));
+        cpu::dconv(u.data(), ker.data(), T, C, K, s1.data(), a.data());
+        ref::dconv(u.data(), ker.data(), T, C, K, s2.data(), b.data());
+        EXPECT_LT(normalized_error(a, b), kTol) << "K=" << K << " C=" << C << " T=" << T;
+        EXPECT_EQ(s1, s2);
+      }
+}
+
+// Random gated-delta-rule inputs; `strong` gives log decays down to -50 per token.
+struct GdnInputs {
+  std::vector<float> q, k, v, g, beta, S;
+};
+
+GdnInputs gdn_inputs(std::mt19937& rng, int64_t T, int64_t H, int64_t dk, int64_t dv, bool strong) {
+  GdnInputs in;
+  in.q = random_vector(rng, size_t(T * H * dk));
+  in.k = random_vector(rng, size_t(T * H * dk));
+  ref::l2norm_rows(in.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
+  ref::l2norm_rows(in.k.data(), T * H, dk, 1.0f);
+  in.v = random_vector(rng, size_t(T * H * dv), -2, 2);
+  in.g = random_vector(rng, size_t(T * H), strong ? -50.0f : -0.5f, 0.0f);
+  if (strong)  // mix strong and negligible decays
+    for (size_t i = 0; i < in.g.size(); i += 3) in.g[i] = -1e-3f;
+  in.beta = random_vector(rng, size_t(T * H), 0, 1);
+  in.S = random_vector(rng, size_t(H * dk * dv), -0.5f, 0.5f);
+  return in;
+}
+
+TEST(Ops, GatedDeltaRule) {
+  std::mt19937 rng(6);
+  struct Case { int64_t T, H, dk, dv; bool strong; };
+  const Case cases[] = {{1, 1, 4, 4, false},    {1, 3, 24, 36, false},   {63, 2, 24, 36, false},
+                        {64, 2, 24, 36, true},  {65, 3, 24, 36, false},  {150, 3, 24, 36, true},
+                        {130, 2, 32, 64, false}, {200, 1, 13, 7, true}};
+  for (const Case& c : cases) {
+    GdnInputs in = gdn_inputs(rng, c.T, c.H, c.dk, c.dv, c.strong);
+    std::vector<float> S_ref = in.S, S_rec = in.S, S_chunk = in.S;
+    std::vector<float> o_ref(size_t(c.T * c.H * c.dv)), o_rec = o_ref, o_chunk = o_ref;
+    ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), c.T, c.H, c.dk, c.dv, S_ref.data(), o_ref.data());
+    cpu::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), c.T, c.H, c.dk, c.dv, S_rec.data(), o_rec.data());
+    cpu::gdn_chunked(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), c.T, c.H, c.dk, c.dv, S_chunk.data(), o_chunk.data());
+    const std::string what = "T=" + std::to_string(c.T) + " dk=" + std::to_string(c.dk) + (c.strong ? " strong" : "");
+    EXPECT_LT(normalized_error(o_rec, o_ref), 1e-4) << "recurrent o " << what;
+    EXPECT_LT(normalized_error(S_rec, S_ref), 1e-4) << "recurrent S " << what;
+    EXPECT_LT(normalized_error(o_chunk, o_ref), 1e-4) << "chunked o " << what;
+    EXPECT_LT(normalized_error(S_chunk, S_ref), 1e-4) << "chunked S " << what;
+  }
+}
+
+}  // namespace
+}  // namespace jetlm

@@ -1,0 +1,40 @@
+// Helpers shared by the test binaries.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace jetlm::test {
+
+// max |a - b| / max |b|: the normalised error every comparison in the tests uses.
+inline double normalized_error(const float* a, const float* b, size_t n) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    max_diff = std::max(max_diff, double(std::fabs(a[i] - b[i])));
+    max_ref = std::max(max_ref, double(std::fabs(b[i])));
+  }
+  return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+inline double normalized_error(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() ? normalized_error(a.data(), b.data(), a.size()) : INFINITY;
+}
+
+inline std::vector<float> random_vector(std::mt19937& rng, size_t n, float lo = -1, float hi = 1) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Where the test data lives (set by CMake).
+inline std::string source_dir() { return JETLM_SOURCE_DIR; }
+inline std::string shared_dir() { return JETLM_SHARED_DIR; }
+inline std::string binary_path() { return JETLM_BINARY; }
+
+}  // namespace jetlm::test

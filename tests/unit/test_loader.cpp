@@ -1,0 +1,329 @@
+// Loader: the released configs parse to the right architecture, tensor list and parameter
+// count; bad files and configs give one clear error naming the file/tensor/field.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "io/mapped_file.h"
+#include "jetlm/model.h"
+#include "model/presets.h"
+#include "model_files.h"
+#include "test_util.h"
+
+namespace jetlm {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string shared_config(const std::string& rel) {
+  const std::string path = test::shared_dir() + "/hf/" + rel;
+  return fs::exists(path) ? path : "";
+}
+
+int count_kind(const ModelConfig& c, LayerKind kind) {
+  int n = 0;
+  for (LayerKind k : c.layer_types) n += k == kind;
+  return n;
+}
+
+TEST(Config, JetNemotron2B) {
+  const std::string path = shared_config("jet-nemotron/config-2B.json");
+  if (path.empty()) GTEST_SKIP() << "../shared/hf not present";
+  const ModelConfig c = load_model_config(path);
+  EXPECT_EQ(c.family, Family::JetNemotron);
+  EXPECT_EQ(c.n_layers, 28);
+  EXPECT_EQ(count_kind(c, LayerKind::Attn), 2);
+  EXPECT_EQ(count_kind(c, LayerKind::Swa), 2);
+  EXPECT_EQ(count_kind(c, LayerKind::Jet), 24);
+  EXPECT_EQ(c.layer_types[14], LayerKind::Attn);
+  EXPECT_EQ(c.layer_types[19], LayerKind::Attn);
+  EXPECT_EQ(c.layer_types[20], LayerKind::Swa);
+  EXPECT_EQ(c.layer_types[21], LayerKind::Swa);
+  EXPECT_EQ(c.swa_window, 1152);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.jet.num_heads, 12);
+  EXPECT_EQ(c.jet.head_k_dim, 96);
+  EXPECT_EQ(c.jet.head_v_dim, 256);  // expand_v 2.6666666667
+  EXPECT_EQ(c.jet.generator_hidden, 3072 / 8);
+  EXPECT_FLOAT_EQ(c.jet.norm_eps, 1e-5f);  // given as the string "1e-5"
+  EXPECT_TRUE(c.tie_embeddings);
+  // 1.96B parameters including embeddings (the model card's number).
+  const int64_t params = parameter_count(c);
+  EXPECT_GE(params, 1'960'000'000);
+  EXPECT_LT(params, 1'970'000'000);
+  // embed + final norm + 28 x (2 norms + 3 MLP) + 4 attention layers x 7 + 24 JetBlocks x 13.
+  EXPECT_EQ(expected_tensors(c).size(), size_t(1 + 1 + 28 * 5 + 4 * 7 + 24 * 13));
+}
+
+TEST(Config, JetNemotron4B) {
+  const std::string path = shared_config("jet-nemotron/config-4B.json");
+  if (path.empty()) GTEST_SKIP() << "../shared/hf not present";
+  const ModelConfig c = load_model_config(path);
+  EXPECT_EQ(c.n_layers, 36);
+  EXPECT_EQ(count_kind(c, LayerKind::Attn), 3);
+  EXPECT_EQ(count_kind(c, LayerKind::Swa), 7);
+  EXPECT_EQ(c.swa_window, 2048);
+  EXPECT_EQ(c.jet.num_heads, 16);
+  EXPECT_EQ(c.jet.head_k_dim, 128);
+  EXPECT_EQ(c.jet.head_v_dim, 256);
+  EXPECT_EQ(c.n_kv_heads, 2);
+}
+
+TEST(Config, Baselines) {
+  const ModelConfig qwen3 = load_model_config("qwen3-1.7b");
+  EXPECT_EQ(qwen3.family, Family::Qwen3);
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_FALSE(qwen3.attn_bias);
+  EXPECT_EQ(qwen3.head_dim, 128);
+  EXPECT_EQ(qwen3.n_kv_heads, 8);
+  // Qwen3-1.7B: 1.7B parameters, 1.4B without embeddings (model card).
+  const int64_t embed = int64_t(qwen3.vocab) * qwen3.hidden;
+  EXPECT_NEAR(double(parameter_count(qwen3)) / 1e9, 1.72, 0.01);
+  EXPECT_NEAR(double(parameter_count(qwen3) - embed) / 1e9, 1.41, 0.01);
+  const ModelConfig qwen25 = load_model_config("qwen2.5-1.5b");
+  EXPECT_EQ(qwen25.family, Family::Qwen2);
+  EXPECT_TRUE(qwen25.attn_bias);
+  // Qwen2.5-1.5B: 1.54B parameters, 1.31B without embeddings (model card).
+  EXPECT_NEAR(double(parameter_count(qwen25)) / 1e9, 1.54, 0.01);
+  EXPECT_NEAR(double(parameter_count(qwen25) - int64_t(qwen25.vocab) * qwen25.hidden) / 1e9, 1.31, 0.01);
+}
+
+TEST(Config, PresetsEqualTheSharedFiles) {
+  const std::pair<const char*, const char*> pairs[] = {
+      {"jet-nemotron-2b", "jet-nemotron/config-2B.json"},
+      {"jet-nemotron-4b", "jet-nemotron/config-4B.json"},
+      {"qwen3-1.7b", "baselines/qwen3-1.7b.config.json"},
+      {"qwen2.5-1.5b", "baselines/qwen2.5-1.5b.config.json"}};
+  for (const auto& [preset, rel] : pairs) {
+    const std::string path = shared_config(rel);
+    if (path.empty()) GTEST_SKIP() << "../shared/hf not present";
+    EXPECT_EQ(expected_tensors(load_model_config(preset)).size(), expected_tensors(load_model_config(path)).size());
+    EXPECT_EQ(parameter_count(load_model_config(preset)), parameter_count(load_model_config(path))) << preset;
+  }
+}
+
+TEST(Config, CacheBytesPerSequence) {
+  // At 64K context: Qwen3-1.7B keeps 28 layers x 8 KV heads x 128 x 2 (K,V) x 2 bytes per token.
+  EXPECT_EQ(HybridCache::bytes_for(load_model_config("qwen3-1.7b"), 65536, 2), int64_t(7168) << 20);
+  // Jet-Nemotron-2B: only 2 full-attention layers grow with the context.
+  const ModelConfig jet = load_model_config("jet-nemotron-2b");
+  EXPECT_EQ(HybridCache::bytes_for(jet, 131072, 2) - HybridCache::bytes_for(jet, 65536, 2),
+            int64_t(2) * 65536 * 2 * 2 * 128 * 2);
+}
+
+// ---- bad input --------------------------------------------------------------------------
+
+// Runs `fn` and returns the jetlm::Error message (fails the test when nothing or something
+// else is thrown).
+template <typename Fn>
+std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not a jetlm::Error: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no error thrown";
+  return "";
+}
+
+class BadInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::fresh_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    test::write_model_dir(dir_, test::tiny_jet_config());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string load_error() { return error_of([&] { Model::load(dir_); }); }
+  std::string dir_;
+};
+
+#define EXPECT_HAS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)
+
+TEST_F(BadInput, ValidTinyModelLoadsAndRuns) {
+  auto model = Model::load(dir_);
+  HybridCache cache = model->new_cache();
+  std::vector<float> logits(50 * 3);
+  const int32_t ids[] = {1, 2, 49};
+  model->forward(ids, 3, cache, logits.data());
+  for (float x : logits) EXPECT_TRUE(std::isfinite(x));
+}
+
+TEST_F(BadInput, MissingFiles) {
+  EXPECT_HAS(error_of([&] { Model::load(dir_ + "/nope"); }), "not a directory");
+  fs::remove(dir_ + "/model.safetensors");
+  EXPECT_HAS(load_error(), "no weights found");
+  fs::remove(dir_ + "/config.json");
+  EXPECT_HAS(load_error(), "config.json");
+}
+
+TEST_F(BadInput, TruncatedWeights) {
+  const std::string path = dir_ + "/model.safetensors";
+  const auto size = fs::file_size(path);
+  fs::resize_file(path, size / 2);
+  const std::string err = load_error();
+  EXPECT_HAS(err, "model.safetensors");
+  EXPECT_HAS(err, "truncated");
+  fs::resize_file(path, 5);
+  EXPECT_HAS(load_error(), "expected at least 8");
+  fs::resize_file(path, 0);
+  EXPECT_HAS(load_error(), "expected at least 8");
+}
+
+TEST_F(BadInput, HeaderNotJson) {
+  test::write_raw_safetensors(dir_ + "/model.safetensors", "{not json", 16);
+  EXPECT_HAS(load_error(), "header is not valid JSON");
+  test::write_raw_safetensors(dir_ + "/model.safetensors", "[1, 2]", 16);
+  EXPECT_HAS(load_error(), "not an object");
+  std::string huge_len(8, '\xff');
+  test::write_text(dir_ + "/model.safetensors", huge_len + "{}");
+  EXPECT_HAS(load_error(), "exceeds the 100 MB limit");
+}
+
+TEST_F(BadInput, OffsetsOutOfRangeOrOverlapping) {
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8);
+  EXPECT_HAS(load_error(), "beyond the data region");
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})", 16);
+  EXPECT_HAS(load_error(), "overlap");
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})", 16);
+  EXPECT_HAS(load_error(), "expected 12");
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}})", 16);
+  EXPECT_HAS(load_error(), "begin after end");
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", 16);
+  EXPECT_HAS(load_error(), "non-negative");
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 16]}})", 16);
+  EXPECT_HAS(load_error(), "too large");
+}
+
+TEST_F(BadInput, UnknownDtype) {
+  test::write_raw_safetensors(dir_ + "/model.safetensors",
+                              R"({"a": {"dtype": "Q4_K", "shape": [4], "data_offsets": [0, 16]}})", 16);
+  const std::string err = load_error();
+  EXPECT_HAS(err, "tensor 'a'");
+  EXPECT_HAS(err, "unknown dtype 'Q4_K'");
+}
+
+// Rewrites model.safetensors with one tensor changed by `edit` (or dropped when it returns false).
+void rewrite_weights(const std::string& dir, const std::string& target,
+                     const std::function<bool(TensorToWrite&)>& edit, bool add_extra = false) {
+  const std::string path = dir + "/model.safetensors";
+  std::vector<std::vector<uint8_t>> storage;
+  std::vector<TensorToWrite> tensors;
+  {
+    SafetensorsFile file(path);
+    for (const TensorInfo& info : file.header().tensors) {
+      storage.emplace_back(file.tensor_data(info), file.tensor_data(info) + (info.end - info.begin));
+      TensorToWrite t{info.name, info.dtype, info.shape, storage.back().data()};
+      if (info.name == target && !edit(t)) continue;
+      tensors.push_back(t);
+    }
+  }
+  static std::vector<float> extra(4, 0.0f);
+  if (add_extra) tensors.push_back({"model.layers.0.self_attn.surprise", DType::F32, {4}, extra.data()});
+  write_safetensors(path, tensors, {}, /*overwrite=*/true);
+}
+
+TEST_F(BadInput, MissingTensor) {
+  rewrite_weights(dir_, "model.layers.0.self_attn.A_log", [](TensorToWrite&) { return false; });
+  const std::string err = load_error();
+  EXPECT_HAS(err, "tensor 'model.layers.0.self_attn.A_log' is missing");
+  EXPECT_HAS(err, "[2]");
+}
+
+TEST_F(BadInput, WrongShape) {
+  static std::vector<float> data(64 * 32, 0.0f);
+  rewrite_weights(dir_, "model.layers.1.self_attn.q_proj.weight", [](TensorToWrite& t) {
+    t.shape = {64, 32};
+    t.data = data.data();
+    return true;
+  });
+  const std::string err = load_error();
+  EXPECT_HAS(err, "model.layers.1.self_attn.q_proj.weight");
+  EXPECT_HAS(err, "has shape [64, 32], expected [32, 32]");
+}
+
+TEST_F(BadInput, WrongDtype) {
+  rewrite_weights(dir_, "model.norm.weight", [](TensorToWrite& t) {
+    t.dtype = DType::I32;
+    return true;
+  });
+  EXPECT_HAS(load_error(), "has dtype I32, expected BF16, F16 or F32");
+}
+
+TEST_F(BadInput, UnexpectedTensor) {
+  rewrite_weights(dir_, "", [](TensorToWrite&) { return true; }, /*add_extra=*/true);
+  EXPECT_HAS(load_error(), "unexpected tensor 'model.layers.0.self_attn.surprise'");
+}
+
+TEST_F(BadInput, BadConfigFields) {
+  auto config_error = [&](const std::function<void(json&)>& edit) {
+    json c = test::tiny_jet_config();
+    edit(c);
+    test::write_text(dir_ + "/config.json", c.dump());
+    return load_error();
+  };
+  EXPECT_HAS(config_error([](json& c) { c["layer_types"][1] = "mamba"; }), "layer_types[1]: unknown layer type \"mamba\"");
+  EXPECT_HAS(config_error([](json& c) { c["model_type"] = "llama"; }), "unknown model type \"llama\"");
+  EXPECT_HAS(config_error([](json& c) { c["hidden_size"] = "big"; }), "field 'hidden_size': expected an integer, got \"big\"");
+  EXPECT_HAS(config_error([](json& c) { c["num_key_value_heads"] = 3; }), "must be a multiple of num_key_value_heads");
+  EXPECT_HAS(config_error([](json& c) { c.erase("vocab_size"); }), "field 'vocab_size' is missing");
+  EXPECT_HAS(config_error([](json& c) { c["efficient_attention_config"]["jet"]["norm_eps"] = "tiny"; }), "field 'norm_eps'");
+  EXPECT_HAS(config_error([](json& c) { c["efficient_attention_config"]["jet"]["expand_v"] = 1.3; }), "is not a positive integer");
+  EXPECT_HAS(config_error([](json& c) { c["layer_types"].erase(0); }), "layer_types has 2 entries, expected num_hidden_layers = 3");
+  EXPECT_HAS(config_error([](json& c) { c["efficient_attention_config"].erase("swa"); }), "field 'swa' is missing");
+  EXPECT_HAS(config_error([](json& c) { c["rope_scaling"] = {{"type", "yarn"}}; }), "rope_scaling");
+  test::write_text(dir_ + "/config.json", "{\"model_type\": ");
+  EXPECT_HAS(load_error(), "not valid JSON");
+}
+
+TEST_F(BadInput, ShardIndexProblems) {
+  test::write_text(dir_ + "/model.safetensors.index.json",
+                   R"({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}})");
+  EXPECT_HAS(load_error(), "model-00001-of-00002.safetensors");
+  test::write_text(dir_ + "/model.safetensors.index.json", R"({"weight_map": {"x": "../../etc/passwd"}})");
+  EXPECT_HAS(load_error(), "plain file name");
+  test::write_text(dir_ + "/model.safetensors.index.json", R"({"weights": {}})");
+  EXPECT_HAS(load_error(), "weight_map");
+}
+
+TEST_F(BadInput, IdsOutOfRange) {
+  auto model = Model::load(dir_);
+  HybridCache cache = model->new_cache();
+  const int32_t ids[] = {1, 50};
+  EXPECT_HAS(error_of([&] { model->forward(ids, 2, cache, nullptr); }), "token id 50 at position 1 is out of range");
+  EXPECT_EQ(cache.n_past(), 0);  // nothing changed
+}
+
+// The CLI turns each of these into one error line and exit status 1.
+TEST_F(BadInput, CliReportsOneLineAndFails) {
+  const std::string out = dir_ + "/logits.bin", err = dir_ + "/stderr.txt";
+  auto run = [&](const std::string& args) {
+    const int status = std::system((test::binary_path() + " " + args + " 2> " + err).c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,2,3 --logits-out " + out), 0);
+  EXPECT_EQ(fs::file_size(out), 3 * 50 * sizeof(float));
+  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,99 --logits-out " + out), 1);
+  std::string text = read_text_file(err);
+  EXPECT_HAS(text, "jetlm: error: [--ids] token id 99 at position 1 is out of range");
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,x --logits-out " + out), 1);
+  EXPECT_HAS(read_text_file(err), "'x' is not an integer");
+  EXPECT_EQ(run("forward --model " + dir_ + "/missing --ids 1 --logits-out " + out), 1);
+  EXPECT_HAS(read_text_file(err), "not a directory");
+}
+
+}  // namespace
+}  // namespace jetlm
