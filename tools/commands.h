@@ -9,6 +9,7 @@ namespace jetlm::cli {
 
 void register_forward(CLI::App& app);
 void register_info(CLI::App& app);
+void register_bench(CLI::App& app);
 void register_tokenize(CLI::App& app);  // tokenize + detokenize (+ chat-template rendering)
 
 }  // namespace jetlm::cli

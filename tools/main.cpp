@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   jetlm::cli::register_forward(app);
   jetlm::cli::register_info(app);
+  jetlm::cli::register_bench(app);
   jetlm::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);

@@ -68,6 +68,9 @@ JETLM_OPS_DECLARE
 // Number of worker threads the CPU ops use (default: all cores).
 void set_num_threads(int n);
 int num_threads();
+// Sums n floats with all threads at full memory speed: the probe of `jetlm bench`'s read
+// bandwidth measurement.
+double read_all(const float* x, int64_t n);
 }  // namespace cpu
 
 }  // namespace jetlm

@@ -24,17 +24,40 @@ int g_num_threads = 0;  // 0: OpenMP's default (all cores)
 
 inline float silu_f(float x) { return x / (1.0f + std::exp(-x)); }
 
+// Dot products keep 32 independent partial sums: the compiler maps them onto several vector
+// registers, so the loop is bound by loads, not by the latency of one accumulator chain.
+constexpr int64_t kLanes = 32;
+
 JETLM_DISPATCH float dot_f32(const float* a, const float* b, int64_t n) {
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) partial[j] += a[i + j] * b[i + j];
   float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  for (; i < n; ++i) acc += a[i] * b[i];
+  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
   return acc;
 }
 
 JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) partial[j] += bf16_to_f32(w[i + j]) * x[i + j];
   float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += bf16_to_f32(w[i]) * x[i];
+  for (; i < n; ++i) acc += bf16_to_f32(w[i]) * x[i];
+  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
+  return acc;
+}
+
+JETLM_DISPATCH float sum_f32(const float* x, int64_t n) {
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) partial[j] += x[i + j];
+  float acc = 0.0f;
+  for (; i < n; ++i) acc += x[i];
+  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
   return acc;
 }
 
@@ -68,6 +91,14 @@ int threads() { return g_num_threads > 0 ? g_num_threads : omp_get_max_threads()
 }  // namespace
 
 void set_num_threads(int n) { g_num_threads = n; }
+
+double read_all(const float* x, int64_t n) {
+  double total = 0;
+  constexpr int64_t kBlock = 1 << 16;
+#pragma omp parallel for num_threads(threads()) reduction(+ : total) schedule(static)
+  for (int64_t b = 0; b < n; b += kBlock) total += sum_f32(x + b, std::min(kBlock, n - b));
+  return total;
+}
 int num_threads() { return threads(); }
 
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
