@@ -69,10 +69,11 @@ double measure_gemm_peak() {
   return best;
 }
 
-// FLOPs of one token's forward at context position `pos` (matmuls + attention scores).
-double flops_per_token(const ModelConfig& c, int64_t pos) {
-  double f = 2.0 * double(parameter_count(c) - int64_t(c.vocab) * c.hidden);  // layers
-  f += 2.0 * double(c.vocab) * c.hidden;                                        // LM head
+// FLOPs of one token's pass through the layers at context position `pos` (matmuls and
+// attention; the LM head is counted where it runs).
+double layer_flops_per_token(const ModelConfig& c, int64_t pos) {
+  const int64_t lm_head = c.tie_embeddings ? 0 : int64_t(c.vocab) * c.hidden;
+  double f = 2.0 * double(parameter_count(c) - int64_t(c.vocab) * c.hidden - lm_head);
   for (LayerKind k : c.layer_types) {
     if (k == LayerKind::Jet) continue;
     const int64_t ctx = k == LayerKind::Swa ? std::min<int64_t>(pos, c.swa_window) : pos;
@@ -143,8 +144,9 @@ void run_bench(const BenchArgs& args) {
     const int64_t cache_bytes = HybridCache::bytes_for(c, mid, 4);
     const double step_bytes = double(model->weight_bytes() + cache_bytes);
     const double decode_roofline = decode_tps * step_bytes / (bandwidth * 1e9);
-    double prefill_flops = 0;
-    for (int64_t p = 0; p < prompt_len; ++p) prefill_flops += flops_per_token(c, p);
+    // The LM head runs once per prefill chunk (last position only).
+    double prefill_flops = 2.0 * double(c.vocab) * c.hidden * double((prompt_len + kChunk - 1) / kChunk);
+    for (int64_t p = 0; p < prompt_len; ++p) prefill_flops += layer_flops_per_token(c, p);
     const double prefill_roofline = prefill_flops / prefill_s / (gemm_peak * 1e9);
     const int64_t cache_per_seq = HybridCache::bytes_for(c, prompt_len + args.gen, 4);
     if (args.json) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/gemm_kernels.h"
 #include "backend/ops.h"
 #include "core/error.h"
 
@@ -88,6 +89,15 @@ JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, f
 
 int threads() { return g_num_threads > 0 ? g_num_threads : omp_get_max_threads(); }
 
+bool has_avx2_fma() {
+#if defined(__x86_64__)
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 void set_num_threads(int n) { g_num_threads = n; }
@@ -115,16 +125,18 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     }
     return;
   }
-  // Prefill: a tile of weight rows is converted once to float32 and reused by every token.
-  constexpr int64_t kRowTile = 16;
-  const int64_t n_tiles = (N + kRowTile - 1) / kRowTile;
+  // Prefill: a tile of weight rows is converted once to float32 (sized to stay in L2) and
+  // reused by every token through the register-tiled microkernel.
+  const int64_t tile_rows = std::clamp<int64_t>((int64_t(256) << 10) / (4 * Kdim) / 4 * 4, 4, 64);
+  const int64_t n_tiles = (N + tile_rows - 1) / tile_rows;
+  const bool avx2 = has_avx2_fma();
 #pragma omp parallel num_threads(threads())
   {
-    std::vector<float> tile(size_t(kRowTile * Kdim));
+    std::vector<float> tile(static_cast<size_t>(W.dtype == DType::F32 ? 0 : tile_rows * Kdim));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile_index = 0; tile_index < n_tiles; ++tile_index) {
-      const int64_t r0 = tile_index * kRowTile;
-      const int64_t rows = std::min(kRowTile, N - r0);
+      const int64_t r0 = tile_index * tile_rows;
+      const int64_t rows = std::min(tile_rows, N - r0);
       const float* w = nullptr;
       if (W.dtype == DType::F32) {
         w = static_cast<const float*>(W.data) + r0 * Kdim;
@@ -132,11 +144,16 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
         weights_to_f32(W, r0 * Kdim, rows * Kdim, tile.data());
         w = tile.data();
       }
+      const float* tile_bias = bias ? bias + r0 : nullptr;
+      if (avx2) {
+        kernels::gemm_dot_avx2(x, T, w, rows, Kdim, y + r0, N, tile_bias);
+        continue;
+      }
       for (int64_t t = 0; t < T; ++t) {
         const float* xt = x + t * Kdim;
         float* yt = y + t * N + r0;
         for (int64_t r = 0; r < rows; ++r)
-          yt[r] = dot_f32(w + r * Kdim, xt, Kdim) + (bias ? bias[r0 + r] : 0.0f);
+          yt[r] = dot_f32(w + r * Kdim, xt, Kdim) + (tile_bias ? tile_bias[r] : 0.0f);
       }
     }
   }
