@@ -10,6 +10,7 @@ namespace jetlm::cli {
 void register_forward(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
-void register_tokenize(CLI::App& app);  // tokenize + detokenize (+ chat-template rendering)
+void register_tokenize(CLI::App& app);  // tokenize + detokenize (tools/cmd_tokenize.cpp)
+void register_generate(CLI::App& app);  // generate + chat (tools/cmd_generate.cpp)
 
 }  // namespace jetlm::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   jetlm::cli::register_info(app);
   jetlm::cli::register_bench(app);
   jetlm::cli::register_tokenize(app);
+  jetlm::cli::register_generate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
