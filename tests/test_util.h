@@ -3,6 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -36,5 +42,38 @@ inline std::vector<float> random_vector(std::mt19937& rng, size_t n, float lo = 
 inline std::string source_dir() { return JETLM_SOURCE_DIR; }
 inline std::string shared_dir() { return JETLM_SHARED_DIR; }
 inline std::string binary_path() { return JETLM_BINARY; }
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs the jetlm CLI with `args` (shell syntax), stdin from /dev/null unless `stdin_text` is given.
+inline CliResult run_cli(const std::string& args, const std::string& stdin_text = "") {
+  const std::string base = std::filesystem::temp_directory_path().string() + "/jetlm_cli_" +
+                           std::to_string(::getpid()) + "_" + std::to_string(std::rand());
+  std::string input = "/dev/null";
+  if (!stdin_text.empty()) {
+    input = base + ".in";
+    std::ofstream(input, std::ios::binary) << stdin_text;
+  }
+  const int status = std::system((binary_path() + " " + args + " < " + input + " > " + base + ".out 2> " + base +
+                                  ".err").c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(base + ".out");
+  r.err = slurp(base + ".err");
+  std::filesystem::remove(base + ".out");
+  std::filesystem::remove(base + ".err");
+  if (!stdin_text.empty()) std::filesystem::remove(input);
+  return r;
+}
 
 }  // namespace jetlm::test

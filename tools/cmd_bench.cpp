@@ -27,6 +27,7 @@ struct BenchArgs {
   std::string model_dir, config;
   bool random_weights = false;
   std::string dtype = "bf16";
+  std::string weights = "as-stored";  // --model: as-stored or q8 (quantized at load time)
   std::string prompt_lens = "128";
   int64_t gen = 32;
   int64_t batch = 1;
@@ -86,7 +87,8 @@ DType parse_weight_dtype(const std::string& name) {
   if (name == "bf16") return DType::BF16;
   if (name == "f16") return DType::F16;
   if (name == "f32") return DType::F32;
-  throw_error("--dtype", "'" + name + "' is not one of bf16, f16, f32");
+  if (name == "q8") return DType::I8;  // random bf16 weights quantized to q8
+  throw_error("--dtype", "'" + name + "' is not one of bf16, f16, f32, q8");
 }
 
 void run_bench(const BenchArgs& args) {
@@ -106,7 +108,7 @@ void run_bench(const BenchArgs& args) {
   std::unique_ptr<Model> model =
       args.model_dir.empty()
           ? Model::random(load_model_config(args.config), parse_weight_dtype(args.dtype), 1)
-          : Model::load(args.model_dir);
+          : Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"));
   const ModelConfig& c = model->config();
   const std::string name = args.model_dir.empty() ? args.config : args.model_dir;
   if (!args.json)
@@ -177,7 +179,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--config", args->config,
                   "config.json path or preset (jet-nemotron-2b, jet-nemotron-4b, qwen3-1.7b, qwen2.5-1.5b)");
   cmd->add_flag("--random-weights", args->random_weights, "random weights for --config (no download)");
-  cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32");
+  cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32, q8");
+  cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)");
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
   cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32)")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", args->batch, "sequences decoded together (CPU: 1)")->check(CLI::PositiveNumber);

@@ -20,6 +20,7 @@ struct ForwardArgs {
   int64_t chunk = 0;         // 0: the whole prefill at once
   int64_t decode_from = -1;  // -1: no decode phase
   int threads = 0;
+  std::string weights = "as-stored";
 };
 
 void run_forward(const ForwardArgs& args) {
@@ -29,7 +30,7 @@ void run_forward(const ForwardArgs& args) {
     throw_error("--decode-from", std::to_string(args.decode_from) + " is beyond the " +
                                      std::to_string(n) + " ids given");
   if (args.threads > 0) cpu::set_num_threads(args.threads);
-  auto model = Model::load(args.model_dir);
+  auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"));
   const int64_t vocab = model->config().vocab;
   for (int64_t t = 0; t < n; ++t) {  // check before any work, with the flag's name
     if (ids[size_t(t)] < 0 || ids[size_t(t)] >= vocab)
@@ -65,6 +66,7 @@ void register_forward(CLI::App& app) {
                   "prefill the first K ids, then decode the rest one at a time")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--weights", args->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->callback([args] { run_forward(*args); });
 }
 

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   jetlm::cli::register_bench(app);
   jetlm::cli::register_tokenize(app);
   jetlm::cli::register_generate(app);
+  jetlm::cli::register_random_model(app);
+  jetlm::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,11 +34,21 @@ struct ForwardOptions {
       observer;
 };
 
+// How weights are held in memory.
+enum class WeightFormat {
+  AsStored,  // memory-mapped and used in the checkpoint's dtype (BF16/F16/F32, or a q8 checkpoint)
+  Q8,        // quantized to 8 bits (blocks of 32, f16 scales) at load time
+};
+
+// Parses "as-stored"/"stored" or "q8"; throws jetlm::Error naming `flag` otherwise.
+WeightFormat parse_weight_format(const std::string& text, const std::string& flag);
+
 class Model {
  public:
   // Loads DIR/config.json and the safetensors weights (memory-mapped). Throws jetlm::Error.
-  static std::unique_ptr<Model> load(const std::string& model_dir);
-  // A model with random weights in `dtype` (F32, BF16 or F16), for benchmarks and tests.
+  static std::unique_ptr<Model> load(const std::string& model_dir, WeightFormat format = WeightFormat::AsStored);
+  // A model with random weights in `dtype` (F32, BF16 or F16; I8 = q8 of random bf16 weights),
+  // for benchmarks and tests.
   static std::unique_ptr<Model> random(const ModelConfig& config, DType dtype, uint64_t seed);
   ~Model();
 
@@ -57,7 +67,7 @@ class Model {
   Model() = default;
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;              // keeps mapped weights alive
-  std::vector<std::unique_ptr<uint8_t[]>> owned_;       // random weights
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;       // random or quantized weights
   ModelWeights weights_;
 };
 

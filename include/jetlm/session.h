@@ -34,6 +34,7 @@ class Session {
 
   const Model& model() const { return model_; }
   const std::vector<int32_t>& history() const { return history_; }
+  const HybridCache& cache() const { return cache_; }
   int64_t context_limit() const { return model_.config().max_position; }
 
   // Prefills `ids` in chunks of `chunk` tokens after what the session already holds. Throws

@@ -13,7 +13,13 @@ namespace jetlm {
 
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::load(const std::string& model_dir) {
+WeightFormat parse_weight_format(const std::string& text, const std::string& flag) {
+  if (text == "as-stored" || text == "stored") return WeightFormat::AsStored;
+  if (text == "q8") return WeightFormat::Q8;
+  throw_error(flag, "unknown weight format '" + text + "', expected as-stored or q8");
+}
+
+std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat format) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(model_dir)) throw_error(model_dir, "not a directory (expected a model directory with config.json and *.safetensors)");
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
@@ -22,13 +28,20 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir) {
   model->config_ = load_model_config(model_dir);
   model->checkpoint_ = std::make_unique<Checkpoint>(model_dir);
   model->weights_ = bind_weights(model->config_, *model->checkpoint_);
+  if (format == WeightFormat::Q8) quantize_weights_q8(model->config_, model->weights_, model->owned_);
   return model;
 }
 
 std::unique_ptr<Model> Model::random(const ModelConfig& config, DType dtype, uint64_t seed) {
   std::unique_ptr<Model> model(new Model());
   model->config_ = config;
-  model->weights_ = random_weights(model->config_, dtype, seed, model->owned_);
+  if (dtype == DType::I8) {
+    std::vector<std::unique_ptr<uint8_t[]>> bf16_storage;  // freed once quantized
+    model->weights_ = random_weights(model->config_, DType::BF16, seed, bf16_storage);
+    quantize_weights_q8(model->config_, model->weights_, model->owned_);
+  } else {
+    model->weights_ = random_weights(model->config_, dtype, seed, model->owned_);
+  }
   return model;
 }
 

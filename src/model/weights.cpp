@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "backend/quantize.h"
 #include "io/safetensors.h"
 
 namespace jetlm {
@@ -141,11 +142,27 @@ ModelWeights bind_weights(const ModelConfig& config, const Checkpoint& checkpoin
     if (ref->shape != slot.spec.shape)
       throw_error(where, "has shape " + shape_text(ref->shape) + ", expected " +
                              shape_text(slot.spec.shape) + " from config.json");
-    if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16)
-      throw_error(where, std::string("has dtype ") + dtype_name(ref->dtype) +
-                             ", expected BF16, F16 or F32");
+    const bool q8 = ref->dtype == DType::I8 && slot.matrix != nullptr;
+    if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16 && !q8)
+      throw_error(where, std::string("has dtype ") + dtype_name(ref->dtype) + ", expected BF16, F16 or F32" +
+                             (slot.matrix != nullptr ? " (or I8 with a q8 scale tensor)" : ""));
     used.insert(slot.spec.name);
-    if (slot.matrix != nullptr) {
+    if (q8) {
+      // A jetlm q8 checkpoint: int8 values plus "<name>_scale", f16 [rows, blocks of 32 columns].
+      const std::string scale_name = slot.spec.name + "_scale";
+      const TensorRef* scale = checkpoint.find(scale_name);
+      const std::vector<int64_t> scale_shape{slot.spec.shape[0], q8_blocks(slot.spec.shape[1])};
+      if (scale == nullptr)
+        throw_error(where, "is I8 but '" + scale_name + "' (F16 " + shape_text(scale_shape) +
+                               ", one scale per 32 columns) is missing");
+      if (scale->dtype != DType::F16 || scale->shape != scale_shape)
+        throw_error(scale->file + ": tensor '" + scale_name + "'",
+                    std::string("has dtype ") + dtype_name(scale->dtype) + " shape " + shape_text(scale->shape) +
+                        ", expected F16 " + shape_text(scale_shape));
+      used.insert(scale_name);
+      *slot.matrix = Matrix{ref->data, DType::I8, slot.spec.shape[0], slot.spec.shape[1],
+                            static_cast<const uint16_t*>(scale->data)};
+    } else if (slot.matrix != nullptr) {
       *slot.matrix = Matrix{ref->data, ref->dtype, slot.spec.shape[0], slot.spec.shape[1]};
     } else {
       slot.vector->resize(size_t(ref->numel()));
@@ -210,6 +227,60 @@ ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t see
   });
   if (config.tie_embeddings) w.lm_head = w.embed;
   return w;
+}
+
+}  // namespace jetlm
+
+namespace jetlm {
+
+void save_weights(const ModelConfig& config, ModelWeights& weights, DType vector_dtype, const std::string& path,
+                  bool overwrite) {
+  JETLM_ASSERT(vector_dtype == DType::F32 || vector_dtype == DType::BF16 || vector_dtype == DType::F16);
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<uint8_t>> converted;  // vectors in `vector_dtype`
+  const void* embed_data = weights.embed.data;
+  visit_tensors(config, weights, [&](const TensorSlot& slot) {
+    TensorToWrite t{slot.spec.name, vector_dtype, slot.spec.shape, nullptr};
+    if (slot.matrix != nullptr) {
+      if (slot.spec.name == "lm_head.weight" && slot.matrix->data == embed_data && config.tie_embeddings) return;
+      t.dtype = slot.matrix->dtype;
+      t.data = slot.matrix->data;
+      if (slot.matrix->dtype == DType::I8) {
+        tensors.push_back(std::move(t));
+        t = TensorToWrite{slot.spec.name + "_scale", DType::F16,
+                          {slot.matrix->rows, q8_blocks(slot.matrix->cols)}, slot.matrix->scales};
+      }
+    } else {
+      const std::vector<float>& v = *slot.vector;
+      converted.emplace_back(v.size() * dtype_size(vector_dtype));
+      uint8_t* out = converted.back().data();
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (vector_dtype == DType::F32) std::memcpy(out + 4 * i, &v[i], 4);
+        else {
+          const uint16_t h = vector_dtype == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+          std::memcpy(out + 2 * i, &h, 2);
+        }
+      }
+      t.data = out;
+    }
+    tensors.push_back(std::move(t));
+  });
+  write_safetensors(path, tensors, {{"format", "pt"}, {"generator", "jetlm"}}, overwrite);
+}
+
+}  // namespace jetlm
+
+namespace jetlm {
+
+void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
+                         std::vector<std::unique_ptr<uint8_t[]>>& storage) {
+  const void* embed_before = weights.embed.data;
+  visit_tensors(config, weights, [&](const TensorSlot& slot) {
+    if (slot.matrix == nullptr) return;
+    if (slot.spec.name == "lm_head.weight" && slot.matrix->data == embed_before) return;  // tied: below
+    *slot.matrix = quantize_matrix_q8(*slot.matrix, storage);
+  });
+  if (config.tie_embeddings) weights.lm_head = weights.embed;
 }
 
 }  // namespace jetlm

@@ -67,4 +67,14 @@ ModelWeights bind_weights(const ModelConfig& config, const Checkpoint& checkpoin
 ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed,
                             std::vector<std::unique_ptr<uint8_t[]>>& storage);
 
+// Replaces every weight matrix by its q8 form (blocks of 32 with f16 scales, see core/tensor.h);
+// the new bytes go to `storage`. Norms, biases and gate vectors stay float32.
+void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
+                         std::vector<std::unique_ptr<uint8_t[]>>& storage);
+
+// Writes `weights` as one safetensors file under the tensor names of `config`: matrices as they are
+// stored, vectors (norms, biases, gates) in `vector_dtype`. A tied head is written once.
+void save_weights(const ModelConfig& config, ModelWeights& weights, DType vector_dtype, const std::string& path,
+                  bool overwrite = false);
+
 }  // namespace jetlm

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "backend/ops.h"
+#include "backend/quantize.h"
 #include "core/dtype.h"
 #include "test_util.h"
 
@@ -50,6 +51,52 @@ TEST(Ops, Matmul) {
           EXPECT_LT(normalized_error(a, b), kTol) << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
         }
       }
+}
+
+// q8: each weight's rounding error is at most half its block's scale, and the round trip keeps
+// the scale as stored.
+TEST(Quantize, RoundTripErrorIsBoundedByHalfAStep) {
+  std::mt19937 rng(7);
+  for (int64_t n : {1, 31, 32, 33, 96, 200}) {
+    std::vector<float> x = random_vector(rng, size_t(n), -3.0f, 3.0f);
+    if (n > 40) x[5] = 0.0f, x[17] = 1e-9f;  // zeros and tiny values inside a block
+    std::vector<int8_t> q(static_cast<size_t>(n));
+    std::vector<uint16_t> scales(size_t(q8_blocks(n)));
+    quantize_row_q8(x.data(), n, q.data(), scales.data());
+    std::vector<float> back(static_cast<size_t>(n));
+    dequantize_row_q8(q.data(), scales.data(), n, back.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float scale = f16_to_f32(scales[size_t(i / kQ8Block)]);
+      EXPECT_LE(std::fabs(back[size_t(i)] - x[size_t(i)]), 0.5f * scale * 1.001f + 1e-12f) << "n=" << n << " i=" << i;
+      EXPECT_LE(std::abs(int(q[size_t(i)])), 127);
+    }
+  }
+  std::vector<float> zeros(64, 0.0f);  // an all-zero block quantizes to zeros, not NaN
+  std::vector<int8_t> q(64);
+  std::vector<uint16_t> scales(2);
+  quantize_row_q8(zeros.data(), 64, q.data(), scales.data());
+  for (int8_t v : q) EXPECT_EQ(v, 0);
+}
+
+// cpu::matmul on q8 weights against the float64 product of the dequantized weights. Prefill uses
+// the exact dequantized weights; decode (T = 1) also quantizes the activation to int8 per block,
+// which adds at most ~1/254 relative error per block.
+TEST(Ops, MatmulQ8) {
+  std::mt19937 rng(8);
+  std::vector<std::unique_ptr<uint8_t[]>> storage;
+  for (int64_t T : {1, 2, 5, 64})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {64, 1536}}) {
+      StoredMatrix W = make_matrix(rng, rows, cols, DType::BF16);
+      const Matrix Wq = quantize_matrix_q8(W.view, storage);
+      std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+      std::vector<float> a(size_t(T * rows)), b(size_t(T * rows));
+      cpu::matmul(x.data(), T, Wq, bias.data(), a.data());
+      ref::matmul(x.data(), T, Wq, bias.data(), b.data());
+      EXPECT_LT(normalized_error(a, b), T == 1 ? 2e-2 : kTol) << "T=" << T << " " << rows << "x" << cols;
+      // And close to the unquantized product (8-bit weights: about 1% of the output scale).
+      ref::matmul(x.data(), T, W.view, bias.data(), b.data());
+      EXPECT_LT(normalized_error(a, b), 3e-2) << "vs bf16, T=" << T << " " << rows << "x" << cols;
+    }
 }
 
 TEST(Ops, EmbeddingNormsAndElementwise) {

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/gemm_kernels.h"
 #include "backend/ops.h"
+#include "backend/quantize.h"
 #include "core/error.h"
 
 #if defined(__x86_64__) && !defined(__clang__) && !defined(JETLM_NO_MULTIVERSION)
@@ -72,6 +73,16 @@ JETLM_DISPATCH void scale_inplace(float* y, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= a;
 }
 
+bool has_avx2_fma() {
+#if defined(__x86_64__)
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return supported;
+#else
+  return false;
+#endif
+}
+
 // Converts `n` consecutive weights starting at element `offset` to float32.
 JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, float* out) {
   if (W.dtype == DType::BF16) {
@@ -81,6 +92,16 @@ JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, f
   } else if (W.dtype == DType::F16) {
     const uint16_t* src = static_cast<const uint16_t*>(W.data) + offset;
     for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(src[i]);
+  } else if (W.dtype == DType::I8) {
+    // q8 rows are converted whole: their scales are per row.
+    JETLM_ASSERT(offset % W.cols == 0 && n % W.cols == 0, "q8 weights are converted by whole rows");
+    const int64_t r0 = offset / W.cols, rows = n / W.cols;
+    if (has_avx2_fma()) {
+      kernels::dequantize_q8_avx2(static_cast<const int8_t*>(W.data) + offset, W.scales + r0 * q8_blocks(W.cols), rows,
+                                  W.cols, out);
+      return;
+    }
+    for (int64_t r = r0; r < r0 + rows; ++r) matrix_row_f32(W, r, out + (r - r0) * W.cols);
   } else {
     const float* src = static_cast<const float*>(W.data) + offset;
     std::copy(src, src + n, out);
@@ -89,14 +110,6 @@ JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, f
 
 int threads() { return g_num_threads > 0 ? g_num_threads : omp_get_max_threads(); }
 
-bool has_avx2_fma() {
-#if defined(__x86_64__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported;
-#else
-  return false;
-#endif
-}
 
 }  // namespace
 
@@ -112,9 +125,24 @@ double read_all(const float* x, int64_t n) {
 int num_threads() { return threads(); }
 
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
-  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16);
+  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
+               (W.dtype == DType::I8 && W.scales != nullptr));
   const int64_t N = W.rows, Kdim = W.cols;
-  if (T == 1 && W.dtype != DType::F16) {
+  if (T == 1 && W.dtype == DType::I8 && has_avx2_fma()) {
+    // q8 decode: the activation is quantized once, then integer dot products per block.
+    std::vector<int8_t> xq(static_cast<size_t>(Kdim));
+    std::vector<float> x_scales(static_cast<size_t>(q8_blocks(Kdim)));
+    kernels::quantize_activation_q8_avx2(x, Kdim, xq.data(), x_scales.data());
+    const int64_t rows_per_task = 16;
+#pragma omp parallel for num_threads(threads()) schedule(static)
+    for (int64_t r0 = 0; r0 < N; r0 += rows_per_task) {
+      const int64_t rows = std::min(rows_per_task, N - r0);
+      kernels::gemv_q8_avx2(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * q8_blocks(Kdim), rows,
+                            Kdim, xq.data(), x_scales.data(), bias ? bias + r0 : nullptr, y + r0);
+    }
+    return;
+  }
+  if (T == 1 && (W.dtype == DType::BF16 || W.dtype == DType::F32)) {
     // Decode: one pass over the weights, read as stored.
 #pragma omp parallel for num_threads(threads()) schedule(static)
     for (int64_t r = 0; r < N; ++r) {

@@ -16,6 +16,9 @@ double weight_at(const Matrix& W, int64_t r, int64_t c) {
     case DType::F32: return static_cast<const float*>(W.data)[i];
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(W.data)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(W.data)[i]);
+    case DType::I8:  // q8: the stored integer times its block's scale
+      JETLM_ASSERT(W.scales != nullptr, "q8 matrix without scales");
+      return double(static_cast<const int8_t*>(W.data)[i]) * f16_to_f32(W.scales[r * q8_blocks(W.cols) + c / kQ8Block]);
     default: JETLM_ASSERT(false, "unsupported weight dtype");
   }
   return 0;

@@ -1,0 +1,242 @@
+// Generation: stop strings across token boundaries, `jetlm generate` against the reference's greedy
+// continuation on the golden checkpoints, seeded sampling, context overflow, and an end-to-end text
+// run (tokenizer + chat template + cache reuse in `jetlm chat`) on a tiny random model with the real
+// Jet-Nemotron vocabulary.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "jetlm/text_generation.h"
+#include "model_files.h"
+#include "test_util.h"
+
+namespace jetlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Feeds `text` to a filter in pieces cut at the given positions; returns everything emitted.
+std::string filter_in_pieces(StopStringFilter& filter, const std::string& text, const std::vector<size_t>& cuts) {
+  std::string out;
+  size_t begin = 0;
+  for (size_t cut : cuts) {
+    out += filter.push(std::string_view(text).substr(begin, cut - begin));
+    begin = cut;
+  }
+  out += filter.push(std::string_view(text).substr(begin));
+  out += filter.flush();
+  return out;
+}
+
+TEST(StopStrings, FoundAcrossEveryWayOfCuttingTheText) {
+  const std::string text = "The answer is 42.\nUser: next question";
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<size_t> cuts;
+    for (size_t i = 1; i < text.size(); ++i)
+      if (rng() % 3 == 0) cuts.push_back(i);
+    StopStringFilter filter({"\nUser:", "never appears"});
+    EXPECT_EQ(filter_in_pieces(filter, text, cuts), "The answer is 42.");
+    EXPECT_TRUE(filter.stopped());
+    EXPECT_EQ(filter.matched(), "\nUser:");
+  }
+}
+
+TEST(StopStrings, HeldBackTextIsReleasedWhenItIsNotAStop) {
+  StopStringFilter filter({"</s>"});
+  EXPECT_EQ(filter.push("a <"), "a ");   // "<" might begin "</s>"
+  EXPECT_EQ(filter.push("/"), "");
+  EXPECT_EQ(filter.push("x>"), "</x>");  // it did not
+  EXPECT_EQ(filter.push("<"), "");
+  EXPECT_EQ(filter.flush(), "<");        // end of generation: the tail was text after all
+  EXPECT_FALSE(filter.stopped());
+}
+
+TEST(StopStrings, EarliestOfSeveralWinsAndNothingAfterIsEmitted) {
+  StopStringFilter filter({"BB", "AB"});
+  EXPECT_EQ(filter.push("xxAB BB tail"), "xx");
+  EXPECT_EQ(filter.matched(), "AB");
+  EXPECT_EQ(filter.push("more"), "");
+  EXPECT_EQ(filter.flush(), "");
+}
+
+TEST(StopStrings, EmptyStopStringIsRejected) {
+  EXPECT_THROW(StopStringFilter({""}), Error);
+}
+
+std::string golden_dir(const std::string& name) { return test::source_dir() + "/tests/golden/data/" + name; }
+
+std::vector<int32_t> golden_ids(const std::string& name, const std::string& tensor) {
+  SafetensorsFile file(golden_dir(name) + "/golden.safetensors");
+  const TensorInfo* info = file.find(tensor);
+  if (info == nullptr) return {};
+  std::vector<int32_t> out(size_t(info->numel()));
+  std::memcpy(out.data(), file.tensor_data(*info), out.size() * sizeof(int32_t));
+  return out;
+}
+
+std::string join(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+// `jetlm generate --temp 0` continues each golden prompt exactly as the float64 reference does.
+TEST(GenerateCli, GreedyEqualsReferenceOnGoldens) {
+  int checked = 0;
+  for (const char* name : {"jet_mix_f32", "jet_strong_decay_f32", "qwen2_f32", "qwen3_f32"}) {
+    const std::vector<int32_t> prompt = golden_ids(name, "greedy.prompt");
+    const std::vector<int32_t> expected = golden_ids(name, "greedy.tokens");
+    if (expected.empty()) continue;
+    const test::CliResult r = test::run_cli("generate --model " + golden_dir(name) + " --prompt-ids " + join(prompt) +
+                                            " --output-ids --temp 0 --ignore-eos -n " + std::to_string(expected.size()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, join(expected) + "\n") << name;
+    EXPECT_NE(r.err.find("decode"), std::string::npos) << "speed report on stderr: " << r.err;
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+}
+
+// Without --ignore-eos generation ends at the config's eos_token_id (2 in the goldens).
+TEST(GenerateCli, StopsAtEndOfSequence) {
+  const std::string dir = golden_dir("jet_mix_f32");
+  const test::CliResult all = test::run_cli("generate --model " + dir + " --prompt-ids 5,6,7 --output-ids --temp 1.5 "
+                                            "--seed 11 --ignore-eos -n 200");
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  const std::vector<int32_t> ids = [&] {
+    std::vector<int32_t> v;
+    for (size_t pos = 0; pos < all.out.size();) {
+      v.push_back(std::stoi(all.out.substr(pos)));
+      pos = all.out.find(',', pos);
+      if (pos == std::string::npos) break;
+      ++pos;
+    }
+    return v;
+  }();
+  ASSERT_EQ(ids.size(), 200u);
+  const auto eos = std::find(ids.begin(), ids.end(), 2);
+  if (eos == ids.end()) GTEST_SKIP() << "this seed never samples the eos id";
+  const test::CliResult stopped = test::run_cli("generate --model " + dir + " --prompt-ids 5,6,7 --output-ids "
+                                                "--temp 1.5 --seed 11 -n 200");
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_EQ(stopped.out, join(std::vector<int32_t>(ids.begin(), eos)) + "\n");
+  EXPECT_NE(stopped.err.find("| stop]"), std::string::npos) << stopped.err;
+}
+
+TEST(GenerateCli, SeedReproducesTheSample) {
+  // qwen3_f32's logits span a few units, so temperature 1.5 leaves many tokens likely.
+  const std::string base = "generate --model " + golden_dir("qwen3_f32") +
+                           " --prompt-ids 1,2,3,4 --output-ids --ignore-eos -n 32 --temp 1.5 --top-k 0 --top-p 1 --min-p 0";
+  const test::CliResult a = test::run_cli(base + " --seed 7"), b = test::run_cli(base + " --seed 7"),
+                        c = test::run_cli(base + " --seed 8");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out, c.out);  // 32 draws from a flat distribution over 256 tokens: equal only by a freak chance
+}
+
+class GenerateCliDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path().string() + "/jetlm_generate_" + std::to_string(::getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(GenerateCliDir, PromptLongerThanContextIsAnErrorUnlessTruncationIsAsked) {
+  for (const char* f : {"model.safetensors", "config.json"})
+    fs::copy_file(golden_dir("qwen2_f32") + "/" + f, dir_ + "/" + f);
+  std::string config = read_text_file(dir_ + "/config.json");
+  const size_t at = config.find("\"max_position_embeddings\": 4096");
+  ASSERT_NE(at, std::string::npos);
+  config.replace(at, 31, "\"max_position_embeddings\": 12");
+  test::write_text(dir_ + "/config.json", config);
+  const std::string ids = "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15";
+  test::CliResult r = test::run_cli("generate --model " + dir_ + " --prompt-ids " + ids + " --output-ids -n 4 --temp 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("15 tokens do not fit the model's context of 12"), std::string::npos) << r.err;
+  r = test::run_cli("generate --model " + dir_ + " --prompt-ids " + ids +
+                    " --output-ids -n 4 --temp 0 --ignore-eos --context-overflow truncate");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("truncated to its last 8"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ','), 3) << r.out;  // 8 + 4 = the context
+  // Generation that reaches the context ends with finish reason "context", never past it.
+  r = test::run_cli("generate --model " + dir_ + " --prompt-ids 1,2,3 --output-ids -n 50 --temp 0 --ignore-eos");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ','), 8) << r.out;  // 3 + 9 = 12
+  EXPECT_NE(r.err.find("| context]"), std::string::npos) << r.err;
+}
+
+TEST_F(GenerateCliDir, ModelWithoutTokenizerNeedsIds) {
+  test::CliResult r = test::run_cli("generate --model " + golden_dir("qwen2_f32") + " -p hello");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no tokenizer"), std::string::npos) << r.err;
+  r = test::run_cli("generate --model " + golden_dir("qwen2_f32") + " --prompt-ids 1,999 --output-ids");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("token id 999 at position 1 is out of range"), std::string::npos) << r.err;
+  r = test::run_cli("generate --model " + golden_dir("qwen2_f32") + " --prompt-ids 1 --output-ids --top-p 1.5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("top_p"), std::string::npos) << r.err;
+}
+
+// A tiny random model that has the real Jet-Nemotron vocabulary, tokenizer and chat template.
+class TextModel : public GenerateCliDir {
+ protected:
+  void SetUp() override {
+    GenerateCliDir::SetUp();
+    const std::string hf = test::shared_dir() + "/hf/jet-nemotron";
+    if (!fs::exists(hf + "/tokenizer.json")) GTEST_SKIP() << "no " << hf;
+    const test::CliResult r = test::run_cli(
+        "random-model --config jet-nemotron-2b --out " + dir_ + " --tokenizer-from " + hf +
+        " --set hidden_size=48 --set intermediate_size=64 --set num_hidden_layers=3 --set num_attention_heads=2"
+        " --set 'layer_types=[\"jet\",\"attn\",\"swa\"]' --set max_position_embeddings=512"
+        " --set 'efficient_attention_config={\"jet\":{\"conv_size\":4,\"dconv_generator_reduction\":4,"
+        "\"expand_v\":2,\"head_dim\":16,\"num_heads\":2},\"swa\":{\"window_size\":16}}'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+};
+
+TEST_F(TextModel, StreamedTextIsTheDecodedIdsAndStopStringsCutIt) {
+  const std::string base = "generate --model " + dir_ + " -p 'Hello, world' --temp 0 --ignore-eos -n 40";
+  const test::CliResult text = test::run_cli(base);
+  const test::CliResult ids = test::run_cli(base + " --output-ids");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  const test::CliResult decoded = test::run_cli("detokenize --model " + dir_ + " --ids " +
+                                                ids.out.substr(0, ids.out.size() - 1));
+  ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
+  EXPECT_EQ(text.out, decoded.out);
+  // Stop at a piece of the greedy text that starts mid-way: output is exactly the text before it.
+  if (text.out.size() >= 12) {
+    const std::string stop = text.out.substr(text.out.size() / 2, 4);
+    if (stop.find('\'') == std::string::npos && stop.find('\0') == std::string::npos) {
+      const size_t first = text.out.find(stop);
+      const test::CliResult cut = test::run_cli(base + " --stop '" + stop + "'");
+      ASSERT_EQ(cut.exit_code, 0) << cut.err;
+      EXPECT_EQ(cut.out, text.out.substr(0, first));
+    }
+  }
+}
+
+TEST_F(TextModel, ChatReusesTheCacheAcrossTurns) {
+  const test::CliResult r = test::run_cli("chat --model " + dir_ + " --temp 0 -n 8",
+                                          "Hi there\n/stats\nAnd a second question\n/stats\n/reset\n/stats\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("turns 1 |"), std::string::npos) << r.err;
+  // The second turn continued the first turn's cache without a full re-prefill.
+  const size_t second = r.err.find("turns 2 |");
+  ASSERT_NE(second, std::string::npos) << r.err;
+  const std::string stats = r.err.substr(second, r.err.find('\n', second) - second);
+  EXPECT_NE(stats.find("full re-prefills 0"), std::string::npos) << stats;
+  EXPECT_EQ(stats.find("tokens reused from the cache 0,"), std::string::npos) << stats;
+  EXPECT_NE(r.err.find("conversation reset"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace jetlm
