@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -278,6 +279,10 @@ void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
   visit_tensors(config, weights, [&](const TensorSlot& slot) {
     if (slot.matrix == nullptr) return;
     if (slot.spec.name == "lm_head.weight" && slot.matrix->data == embed_before) return;  // tied: below
+    // The JetBlock gate projections (beta and the log-decay, [H, D]: a few KB) feed exp() and
+    // sigmoid(), where 8-bit errors compound over the recurrence; they stay as stored.
+    if (slot.spec.name.ends_with(".self_attn.a_proj.weight") || slot.spec.name.ends_with(".self_attn.b_proj.weight"))
+      return;
     *slot.matrix = quantize_matrix_q8(*slot.matrix, storage);
   });
   if (config.tie_embeddings) weights.lm_head = weights.embed;

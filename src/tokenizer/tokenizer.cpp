@@ -74,8 +74,7 @@ class Encoder {
     // HF's SplitDelimiterBehavior, on the (offsets, is_match) list.
     std::vector<Span> pieces;
     switch (step.behavior) {
-      case SplitBehavior::kIsolated:
-        pieces = spans;
+      case SplitBehavior::kIsolated:  // handled above without the span list
         break;
       case SplitBehavior::kRemoved:
         for (const Span& s : spans)

@@ -165,6 +165,27 @@ TEST_P(GoldenCase, GreedyContinuationMatchesReference) {
   EXPECT_EQ(generated, golden_.greedy_tokens);
 }
 
+// 8-bit weights (quantized at load time) stay close to the reference: the error is what rounding
+// the weights to 8 bits costs, reported for the closing notes and bounded loosely. The tiny random
+// models are sensitive (sharp attention): rounding jet_mix_f32's weights to bf16 alone moves its
+// logits by 4% of their range (float64 reference), and q8's steps are about 2-3x coarser.
+TEST_P(GoldenCase, Q8WeightsStayClose) {
+  const auto q8 = Model::load(dir_, WeightFormat::Q8);
+  const int64_t n = int64_t(golden_.ids.size()), vocab = q8->config().vocab;
+  std::vector<float> prefill(size_t(n * vocab)), decode(size_t(n * vocab));
+  HybridCache cache = q8->new_cache();
+  q8->forward(golden_.ids.data(), n, cache, prefill.data());
+  HybridCache cache2 = q8->new_cache();
+  q8->forward(golden_.ids.data(), n / 2, cache2, decode.data());
+  for (int64_t t = n / 2; t < n; ++t) q8->forward(golden_.ids.data() + t, 1, cache2, decode.data() + t * vocab);
+  const double err_prefill = test::normalized_error(prefill, golden_.logits);
+  const double err_decode = test::normalized_error(decode, golden_.logits);
+  std::printf("  %s: q8 logits error %.2e (prefill), %.2e (half decoded)\n", GetParam().c_str(), err_prefill, err_decode);
+  EXPECT_LT(err_prefill, 0.2);
+  EXPECT_LT(err_decode, 0.2);
+  EXPECT_LT(q8->weight_bytes(), model_->weight_bytes());
+}
+
 INSTANTIATE_TEST_SUITE_P(Goldens, GoldenCase, ::testing::ValuesIn(case_names()),
                          [](const auto& info) { return info.param; });
 

@@ -237,9 +237,9 @@ def random_id_sequences(tok, rng, count):
     vocab = tok.get_vocab(with_added_tokens=False)
     n_vocab = len(vocab)
     added = sorted(set(tok.get_vocab(with_added_tokens=True).values()) - set(vocab.values()))
-    byte_level = [i for t, i in vocab.items() if len(t) == 1]
+    byte_level = sorted(i for t, i in vocab.items() if len(t) == 1)  # sorted: get_vocab's order varies
     # Tokens whose bytes are not valid UTF-8 on their own (pieces of multi-byte characters).
-    partial = [i for t, i in vocab.items() if "\ufffd" in tok.decode([i], skip_special_tokens=False)]
+    partial = sorted(i for t, i in vocab.items() if "\ufffd" in tok.decode([i], skip_special_tokens=False))
     seqs = []
     for _ in range(count):
         seq = []

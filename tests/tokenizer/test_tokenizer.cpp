@@ -99,7 +99,10 @@ std::string show(const std::string& text) {
 
 std::string join(const std::vector<int32_t>& ids) {
   std::string out;
-  for (size_t i = 0; i < ids.size() && i < 40; ++i) out += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size() && i < 40; ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(ids[i]);
+  }
   return out + (ids.size() > 40 ? ",..." : "");
 }
 
@@ -463,7 +466,10 @@ TEST(TokenizeCli, FileIsReadByteForByte) {
   fs::remove(path);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   std::string expected;
-  for (int32_t id : official()->encode(text)) expected += (expected.empty() ? "" : ",") + std::to_string(id);
+  for (int32_t id : official()->encode(text)) {
+    if (!expected.empty()) expected += ',';
+    expected += std::to_string(id);
+  }
   EXPECT_EQ(r.out, expected + "\n");
 }
 
