@@ -71,6 +71,9 @@ int num_threads();
 // Sums n floats with all threads at full memory speed: the probe of `jetlm bench`'s read
 // bandwidth measurement.
 double read_all(const float* x, int64_t n);
+// The machine's float32 FMA peak over all threads (GFLOP/s), from a loop of register FMAs
+// (0 when the CPU has no AVX2+FMA path): the denominator of prefill roofline fractions.
+double fma_peak_gflops();
 }  // namespace cpu
 
 }  // namespace jetlm

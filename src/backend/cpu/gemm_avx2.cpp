@@ -1,10 +1,9 @@
-// AVX2+FMA register-tiled GEMM over K-contiguous operands: Y[t, n] = X[t, :] . Wf[n, :] (+ bias).
-// Both operands keep K innermost (activations [T, K], weights [N, K] as HF stores them), so the
-// microkernel is a 4x4 block of dot products: 16 vector accumulators, 8 loads per 16 FMAs.
-// Compiled with -mavx2 -mfma; called only when the CPU reports both (see ops_cpu.cpp).
+// AVX2+FMA+F16C kernels: the packed-panel prefill GEMM, q8 dequantization and the q8 integer GEMV.
+// Compiled with -mavx2 -mfma -mf16c; called only when the CPU reports all three (see ops_cpu.cpp).
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 
@@ -23,57 +22,104 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// A TT x NN block of outputs; TT, NN <= 4 fixed at compile time so the accumulators stay in
-// registers.
-template <int TT, int NN>
-inline void micro_tile(const float* X, int64_t ldx, const float* W, int64_t ldw, int64_t K,
-                       float* Y, int64_t ldy, const float* bias) {
-  __m256 acc[TT][NN];
-  for (int i = 0; i < TT; ++i)
-    for (int j = 0; j < NN; ++j) acc[i][j] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 w[NN];
-    for (int j = 0; j < NN; ++j) w[j] = _mm256_loadu_ps(W + j * ldw + k);
-    for (int i = 0; i < TT; ++i) {
-      const __m256 x = _mm256_loadu_ps(X + i * ldx + k);
-      for (int j = 0; j < NN; ++j) acc[i][j] = _mm256_fmadd_ps(x, w[j], acc[i][j]);
+}  // namespace
+
+
+namespace {
+
+// A TT x 16 block of Y over k in [k0, k1): accumulators start from Y (or bias / zero at k0 == 0).
+template <int TT>
+inline void panel_tile(const float* X, int64_t ldx, const float* P, int64_t k0, int64_t k1, float* Y, int64_t ldy,
+                       int64_t n_valid, const float* bias) {
+  __m256 acc[TT][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < TT; ++i) {
+    if (k0 == 0) {
+      if (bias != nullptr && n_valid == kPanel) {
+        acc[i][0] = _mm256_loadu_ps(bias);
+        acc[i][1] = _mm256_loadu_ps(bias + 8);
+      } else {
+        alignas(32) float b[kPanel] = {};
+        if (bias != nullptr)
+          for (int64_t j = 0; j < n_valid; ++j) b[j] = bias[j];
+        acc[i][0] = _mm256_load_ps(b);
+        acc[i][1] = _mm256_load_ps(b + 8);
+      }
+    } else if (n_valid == kPanel) {
+      acc[i][0] = _mm256_loadu_ps(Y + i * ldy);
+      acc[i][1] = _mm256_loadu_ps(Y + i * ldy + 8);
+    } else {
+      alignas(32) float b[kPanel] = {};
+      for (int64_t j = 0; j < n_valid; ++j) b[j] = Y[i * ldy + j];
+      acc[i][0] = _mm256_load_ps(b);
+      acc[i][1] = _mm256_load_ps(b + 8);
     }
   }
-  for (int i = 0; i < TT; ++i)
-    for (int j = 0; j < NN; ++j) {
-      float s = horizontal_sum(acc[i][j]);
-      for (int64_t kk = k; kk < K; ++kk) s += X[i * ldx + kk] * W[j * ldw + kk];
-      Y[i * ldy + j] = s + (bias ? bias[j] : 0.0f);
+  const float* p = P + k0 * kPanel;
+  for (int64_t k = k0; k < k1; ++k, p += kPanel) {
+    const __m256 w0 = _mm256_loadu_ps(p), w1 = _mm256_loadu_ps(p + 8);
+  #pragma GCC unroll 8
+  for (int i = 0; i < TT; ++i) {
+      const __m256 x = _mm256_broadcast_ss(X + i * ldx + k);
+      acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
     }
-}
-
-template <int TT>
-inline void row_of_tiles(const float* X, int64_t ldx, const float* W, int64_t N, int64_t K,
-                         float* Y, int64_t ldy, const float* bias) {
-  int64_t n = 0;
-  for (; n + 4 <= N; n += 4)
-    micro_tile<TT, 4>(X, ldx, W + n * K, K, K, Y + n, ldy, bias ? bias + n : nullptr);
-  switch (N - n) {
-    case 3: micro_tile<TT, 3>(X, ldx, W + n * K, K, K, Y + n, ldy, bias ? bias + n : nullptr); break;
-    case 2: micro_tile<TT, 2>(X, ldx, W + n * K, K, K, Y + n, ldy, bias ? bias + n : nullptr); break;
-    case 1: micro_tile<TT, 1>(X, ldx, W + n * K, K, K, Y + n, ldy, bias ? bias + n : nullptr); break;
-    default: break;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TT; ++i) {
+    if (n_valid == kPanel) {
+      _mm256_storeu_ps(Y + i * ldy, acc[i][0]);
+      _mm256_storeu_ps(Y + i * ldy + 8, acc[i][1]);
+    } else {
+      alignas(32) float b[kPanel];
+      _mm256_store_ps(b, acc[i][0]);
+      _mm256_store_ps(b + 8, acc[i][1]);
+      for (int64_t j = 0; j < n_valid; ++j) Y[i * ldy + j] = b[j];
+    }
   }
 }
 
 }  // namespace
 
-void gemm_dot_avx2(const float* X, int64_t T, const float* W, int64_t N, int64_t K, float* Y,
-                   int64_t ldy, const float* bias) {
-  int64_t t = 0;
-  for (; t + 4 <= T; t += 4) row_of_tiles<4>(X + t * K, K, W, N, K, Y + t * ldy, ldy, bias);
-  switch (T - t) {
-    case 3: row_of_tiles<3>(X + t * K, K, W, N, K, Y + t * ldy, ldy, bias); break;
-    case 2: row_of_tiles<2>(X + t * K, K, W, N, K, Y + t * ldy, ldy, bias); break;
-    case 1: row_of_tiles<1>(X + t * K, K, W, N, K, Y + t * ldy, ldy, bias); break;
-    default: break;
+void gemm_packed_avx2(const float* X, int64_t T, int64_t K, const float* P, int64_t N, float* Y, int64_t ldy,
+                      const float* bias) {
+  constexpr int64_t kBlockK = 256;  // a panel slice of 16 KB stays in L1 across the token blocks
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
+    const int64_t k1 = std::min(K, k0 + kBlockK);
+    for (int64_t p = 0; p < panels; ++p) {
+      const float* panel = P + p * kPanel * K;
+      const int64_t n0 = p * kPanel, n_valid = std::min(kPanel, N - n0);
+      const float* b = bias ? bias + n0 : nullptr;
+      int64_t t = 0;
+      for (; t + 6 <= T; t += 6) panel_tile<6>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b);
+      switch (T - t) {
+        case 5: panel_tile<5>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b); break;
+        case 4: panel_tile<4>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b); break;
+        case 3: panel_tile<3>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b); break;
+        case 2: panel_tile<2>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b); break;
+        case 1: panel_tile<1>(X + t * K, K, panel, k0, k1, Y + t * ldy + n0, ldy, n_valid, b); break;
+        default: break;
+      }
+    }
   }
+}
+
+double fma_peak_gflops_avx2() {
+  // 12 independent accumulator chains hide the FMA latency on both FMA pipes.
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i) * 1e-3f);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  constexpr int64_t kIterations = 20'000'000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t it = 0; it < kIterations; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float sink = 0;
+  for (int i = 0; i < 12; ++i) sink += horizontal_sum(acc[i]);
+  volatile float keep = sink;
+  (void)keep;
+  return double(kIterations) * 12 * 16 / seconds / 1e9;
 }
 
 void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, int64_t K, float* out) {

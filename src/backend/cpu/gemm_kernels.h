@@ -5,10 +5,15 @@
 
 namespace jetlm::cpu::kernels {
 
-// Y[t, n] = dot(X[t, 0:K], W[n, 0:K]) + bias[n]; X [T, K], W [N, K] (float32, K-contiguous),
-// Y rows `ldy` apart. bias may be null.
-void gemm_dot_avx2(const float* X, int64_t T, const float* W, int64_t N, int64_t K, float* Y,
-                   int64_t ldy, const float* bias);
+// Packed-panel GEMM (outer-product form): Y[t, n] = X[t, :] . W[n, :] (+ bias[n]) for n < N, where
+// the weights come packed as panels of 16 rows, K-major: P[p][k][16] = W[16p + j][k] (rows past N
+// are zeros). Each step loads 16 weights, broadcasts 6 activations and does 12 FMAs into 12
+// accumulators, the register budget of AVX2; K is blocked so a panel slice stays in L1.
+inline constexpr int64_t kPanel = 16;
+void gemm_packed_avx2(const float* X, int64_t T, int64_t K, const float* P, int64_t N, float* Y, int64_t ldy,
+                      const float* bias);
+// Peak FMA throughput of one thread (GFLOP/s) from a loop of independent register FMAs.
+double fma_peak_gflops_avx2();
 
 // q8 decode: y[r] = sum over blocks of (wq . xq) * w_scale * x_scale for r in [0, N), with the
 // activation quantized to int8 per kKBlock block (xq[K], x_scales[q8_blocks(K)]). Integer dot

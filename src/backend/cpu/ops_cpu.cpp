@@ -124,6 +124,14 @@ double read_all(const float* x, int64_t n) {
 }
 int num_threads() { return threads(); }
 
+double fma_peak_gflops() {
+  if (!has_avx2_fma()) return 0.0;
+  double total = 0;
+#pragma omp parallel num_threads(threads()) reduction(+ : total)
+  total += kernels::fma_peak_gflops_avx2();
+  return total;
+}
+
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
                (W.dtype == DType::I8 && W.scales != nullptr));
@@ -153,35 +161,38 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     }
     return;
   }
-  // Prefill: a tile of weight rows is converted once to float32 (sized to stay in L2) and
-  // reused by every token through the register-tiled microkernel.
-  const int64_t tile_rows = std::clamp<int64_t>((int64_t(256) << 10) / (4 * Kdim) / 4 * 4, 4, 64);
-  const int64_t n_tiles = (N + tile_rows - 1) / tile_rows;
+  // Prefill: a tile of weight rows is converted once to float32, packed into 16-row panels, and
+  // reused by every token through the outer-product microkernel (AVX2+FMA), or the portable dot
+  // loop elsewhere.
   const bool avx2 = has_avx2_fma();
+  const int64_t tile_rows = 64;  // four panels
+  const int64_t n_tiles = (N + tile_rows - 1) / tile_rows;
 #pragma omp parallel num_threads(threads())
   {
-    std::vector<float> tile(static_cast<size_t>(W.dtype == DType::F32 ? 0 : tile_rows * Kdim));
+    std::vector<float> row(static_cast<size_t>(Kdim));
+    std::vector<float> tile(static_cast<size_t>(tile_rows * Kdim));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile_index = 0; tile_index < n_tiles; ++tile_index) {
       const int64_t r0 = tile_index * tile_rows;
       const int64_t rows = std::min(tile_rows, N - r0);
-      const float* w = nullptr;
-      if (W.dtype == DType::F32) {
-        w = static_cast<const float*>(W.data) + r0 * Kdim;
-      } else {
-        weights_to_f32(W, r0 * Kdim, rows * Kdim, tile.data());
-        w = tile.data();
-      }
       const float* tile_bias = bias ? bias + r0 : nullptr;
       if (avx2) {
-        kernels::gemm_dot_avx2(x, T, w, rows, Kdim, y + r0, N, tile_bias);
+        const int64_t panels = (rows + kernels::kPanel - 1) / kernels::kPanel;
+        std::fill(tile.begin(), tile.begin() + panels * kernels::kPanel * Kdim, 0.0f);
+        for (int64_t r = 0; r < rows; ++r) {
+          weights_to_f32(W, (r0 + r) * Kdim, Kdim, row.data());
+          float* panel = tile.data() + (r / kernels::kPanel) * kernels::kPanel * Kdim + r % kernels::kPanel;
+          for (int64_t k = 0; k < Kdim; ++k) panel[k * kernels::kPanel] = row[size_t(k)];
+        }
+        kernels::gemm_packed_avx2(x, T, Kdim, tile.data(), rows, y + r0, N, tile_bias);
         continue;
       }
+      weights_to_f32(W, r0 * Kdim, rows * Kdim, tile.data());
       for (int64_t t = 0; t < T; ++t) {
         const float* xt = x + t * Kdim;
         float* yt = y + t * N + r0;
         for (int64_t r = 0; r < rows; ++r)
-          yt[r] = dot_f32(w + r * Kdim, xt, Kdim) + (tile_bias ? tile_bias[r] : 0.0f);
+          yt[r] = dot_f32(tile.data() + r * Kdim, xt, Kdim) + (tile_bias ? tile_bias[r] : 0.0f);
       }
     }
   }
