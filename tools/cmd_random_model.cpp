@@ -44,6 +44,13 @@ void run_random_model(const RandomModelArgs& args) {
     if (value.is_discarded()) value = kv.substr(eq + 1);  // a bare word is a string
     config[kv.substr(0, eq)] = value;
   }
+  // Other tools (transformers, llama.cpp's converter) pick the architecture from this field.
+  if (!config.contains("architectures") && config.contains("model_type")) {
+    const std::string type = config["model_type"].is_string() ? config["model_type"].get<std::string>() : "";
+    if (type == "qwen2") config["architectures"] = {"Qwen2ForCausalLM"};
+    else if (type == "qwen3") config["architectures"] = {"Qwen3ForCausalLM"};
+    else if (type == "jet_nemotron") config["architectures"] = {"JetNemotronForCausalLM"};
+  }
   DType dtype;
   if (args.dtype == "bf16") dtype = DType::BF16;
   else if (args.dtype == "f16") dtype = DType::F16;

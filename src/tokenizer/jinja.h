@@ -1,10 +1,14 @@
-// A Jinja2 subset, enough for the chat templates of Qwen2/Qwen2.5/Qwen3/Jet-Nemotron and their
-// relatives: text with {{ }}, {% %}, {# #} and whitespace control; if/elif/else, for (with
-// tuple unpacking, `if` filter, else, loop.* and break/continue), set (also ns.attr and block
-// set), macro with call; expressions with Python semantics (and/or/not/in/is, comparisons,
-// arithmetic, ~, conditional, literals, slices), the filters and tests those templates use, and
-// string/dict methods (strip, split, startswith, items, get, ...). Anything else is an error that
-// names the template line and column; output size, loop iterations and nesting are bounded.
+// A Jinja2 subset, enough for the chat templates of Qwen2/Qwen2.5/Qwen3/QwQ/Jet-Nemotron and their
+// relatives, with the semantics of the environment transformers builds (trim_blocks, lstrip_blocks,
+// keep_trailing_newline off, default Undefined: printing or testing an undefined name is fine,
+// reading an attribute of one raises). Text with {{ }}, {% %}, {# #}, whitespace control (- and +)
+// and {% raw %}; if/elif/else, for (tuple unpacking, `if` filter, else, loop.* incl. previtem/
+// nextitem/cycle, break/continue), set (also `a, b =`, ns.attr and block set), with, macro;
+// expressions with Python semantics (and/or/not/in/is, comparisons, arithmetic, ~, conditional,
+// list/tuple/dict literals, slices, unicode-aware string indexing), the filters and tests those
+// templates use, and str/dict methods (strip, split, startswith, items, get, ...). Anything else
+// ({% call %}, {% filter %}, include, str.format, ...) is an error that names the template line
+// and column and the construct; nesting, output size, loop iterations and ranges are bounded.
 #pragma once
 
 #include <memory>

@@ -1,149 +1,174 @@
-// Chat templates: every conversation of tests/tokenizer/data/chat_goldens.json (rendered by
-// transformers, see tests/reference/make_chat_goldens.py) renders to exactly the same text, or
-// fails where transformers fails; plus interpreter unit tests and bad-template errors.
+// Chat templates: every golden conversation of tests/tokenizer/data/chat_goldens.json (rendered by
+// transformers' apply_chat_template, see tests/reference/make_chat_goldens.py) renders to exactly
+// the same text through ChatTemplate, or fails where transformers fails; loading from a model
+// directory follows transformers' precedence.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <map>
 
 #include "core/error.h"
 #include "jetlm/chat_template.h"
 #include "test_util.h"
-#include "tokenizer/jinja.h"
 
 namespace jetlm {
 namespace {
 
+namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
 std::string data_dir() { return test::source_dir() + "/tests/tokenizer/data"; }
 
-std::string render(const std::string& source, const ojson& context = ojson::object()) {
-  return jinja::Template(source).render(context);
+const ojson& goldens() {
+  static const ojson parsed = ojson::parse(test::slurp(data_dir() + "/chat_goldens.json"));
+  return parsed;
 }
 
-std::string error_of(const std::string& source, const ojson& context = ojson::object()) {
-  try {
-    render(source, context);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
+// "first difference at byte N" with some context from both sides: enough to see a whitespace slip.
+std::string describe_difference(const std::string& expected, const std::string& got) {
+  size_t at = 0;
+  while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
+  const size_t from = at > 60 ? at - 60 : 0;
+  return "first difference at byte " + std::to_string(at) + " (expected " + std::to_string(expected.size()) +
+         " bytes, got " + std::to_string(got.size()) + ")\nexpected: ..." + ojson(expected.substr(from, 160)).dump() +
+         "\ngot:      ..." + ojson(got.substr(from, 160)).dump();
 }
 
 TEST(ChatTemplate, MatchesTransformersOnEveryGoldenConversation) {
-  const ojson goldens = ojson::parse(test::slurp(data_dir() + "/chat_goldens.json"));
-  const std::string bos = goldens["bos_token"], eos = goldens["eos_token"];
+  const ojson& g = goldens();
+  const std::string bos = g["special_tokens"].value("bos_token", ""), eos = g["special_tokens"].value("eos_token", "");
   std::map<std::string, ChatTemplate> templates;
   std::map<std::string, int> passed, total;
-  for (const ojson& c : goldens["cases"]) {
+  std::map<std::string, std::set<size_t>> conversations;
+  for (const ojson& c : g["cases"]) {
     const std::string name = c["template"];
     if (!templates.count(name))
       templates.emplace(name, ChatTemplate::from_string(test::slurp(data_dir() + "/templates/" + name), bos, eos));
     ++total[name];
+    const size_t index = c["conversation"];
+    conversations[name].insert(index);
+    const ojson& messages = g["conversations"][index];
     std::string got, error;
     try {
-      got = templates.at(name).render(c["messages"], c["add_generation_prompt"], c["tools"], c["extra"]);
+      got = templates.at(name).render(messages, c["add_generation_prompt"], c["tools"] ? g["tools"] : ojson(nullptr),
+                                      c["extra"]);
     } catch (const Error& e) {
       error = e.what();
     }
+    const std::string where = name + " conversation " + std::to_string(index) + " " + messages.dump() +
+                              " add_generation_prompt=" + c["add_generation_prompt"].dump() + " tools=" +
+                              c["tools"].dump() + " extra=" + c["extra"].dump();
     if (c["expected"].is_null()) {
-      EXPECT_FALSE(error.empty()) << name << ": transformers raised (" << c["error"] << ") but jetlm rendered\n" << got;
       if (!error.empty()) ++passed[name];
+      else ADD_FAILURE() << where << "\ntransformers raised (" << c["error"] << ") but jetlm rendered\n" << got;
       continue;
     }
-    const std::string expected = c["expected"];
-    if (got == expected && error.empty()) {
+    if (error.empty() && got == c["expected"].get<std::string>()) {
       ++passed[name];
       continue;
     }
-    size_t at = 0;
-    while (at < got.size() && at < expected.size() && got[at] == expected[at]) ++at;
-    ADD_FAILURE() << name << " messages=" << c["messages"].dump() << " agp=" << c["add_generation_prompt"]
-                  << "\nerror: " << error << "\nfirst difference at byte " << at << "\nexpected: ..."
-                  << expected.substr(at > 40 ? at - 40 : 0, 120) << "\ngot:      ..." << got.substr(at > 40 ? at - 40 : 0, 120);
+    ADD_FAILURE() << where << "\nerror: " << error << "\n" << describe_difference(c["expected"], got);
   }
-  for (const auto& [name, n] : total) std::printf("  %s: %d/%d conversations exact\n", name.c_str(), passed[name], n);
-  EXPECT_GE(goldens["cases"].size(), 120u);
+  for (const auto& [name, n] : total)
+    std::printf("  %-32s %3d/%3d cases exact (%zu conversations)\n", name.c_str(), passed[name], n,
+                conversations[name].size());
+  EXPECT_GE(templates.size(), 6u);
+  for (const auto& [name, seen] : conversations) EXPECT_GE(seen.size(), 40u) << name;
 }
 
 TEST(ChatTemplate, LoadsFromModelDirectory) {
   const std::string dir = test::shared_dir() + "/hf/jet-nemotron";
+  if (!fs::exists(dir + "/tokenizer_config.json")) GTEST_SKIP() << "../shared/hf not present";
   const ChatTemplate t = ChatTemplate::load(dir);
   const ojson messages = ojson::parse(R"([{"role": "user", "content": "Hi"}])");
   EXPECT_EQ(t.render(messages, true),
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
 }
 
-TEST(Jinja, ExpressionsFiltersAndTests) {
-  EXPECT_EQ(render("{{ 1 + 2 * 3 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 1 / 2 }}"), "7 3 -4 1 1024 0.5");
-  EXPECT_EQ(render("{{ 'a' ~ 1 ~ none ~ true }}"), "a1NoneTrue");
-  EXPECT_EQ(render("{{ [1, 'x', none] }} {{ {'k': 'v'} }}"), "[1, 'x', None] {'k': 'v'}");
-  EXPECT_EQ(render("{{ x | tojson }}", {{"x", ojson::parse(R"({"b": [1, 2.5, "é\n"], "a": null, "t": true})")}}),
-            R"({"b": [1, 2.5, "é\n"], "a": null, "t": true})");
-  EXPECT_EQ(render("{{ x | tojson(indent=2) }}", {{"x", ojson::parse(R"({"a": [1]})")}}), "{\n  \"a\": [\n    1\n  ]\n}");
-  EXPECT_EQ(render("{{ 'héllo' | length }} {{ [1,2,3] | length }} {{ 'Ab' | upper }}{{ 'Ab' | lower }}"), "5 3 ABab");
-  EXPECT_EQ(render("{{ '  x  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}"),
-            "x|hi|['a', 'b', '', 'c']|['a', 'b']");
-  EXPECT_EQ(render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }} {{ 'b' in 'abc' }} {{ 2 not in [1] }}"),
-            "True True True True");
-  EXPECT_EQ(render("{{ x is defined }} {{ y is none }} {{ 'a' is string }} {{ {} is mapping }} {{ 3 is not string }}",
-                   {{"y", nullptr}}),
-            "False True True True True");
-  EXPECT_EQ(render("{{ [1,2,3,4][::-1] }} {{ [1,2,3,4][1:3] }} {{ 'hello'[-3:] }} {{ [1,2,3][-1] }}"),
-            "[4, 3, 2, 1] [2, 3] llo 3");
-  EXPECT_EQ(render("{{ x | default('d') }} {{ '' | default('e', true) }} {{ [3,1] | first }} {{ ['a','b'] | join('-') }}"),
-            "d e 3 a-b");
-  EXPECT_EQ(render("{{ 'yes' if 1 > 2 else 'no' }} {{ 1 == 1.0 }} {{ true == 1 }} {{ 'a' < 'b' }}"), "no True True True");
-  EXPECT_EQ(render("{{ d.items() | list }} {{ d.get('z', 0) }} {{ d['a'] }} {{ d.a }}", {{"d", {{"a", 1}}}}),
-            "[['a', 1]] 0 1 1");
-}
-
-TEST(Jinja, StatementsLoopsAndScopes) {
-  EXPECT_EQ(render("{% for x in [1,2,3] %}{{ loop.index }}{{ x }}{% if not loop.last %},{% endif %}{% endfor %}"), "11,22,33");
-  EXPECT_EQ(render("{% for x in [] %}a{% else %}empty{% endfor %}"), "empty");
-  EXPECT_EQ(render("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {{"d", ojson::parse(R"({"b":1,"a":2})")}}), "b=1;a=2;");
-  EXPECT_EQ(render("{% for x in [1,2,3,4] if x is even %}{{ x }}{{ loop.length }}{% endfor %}"), "2242");
-  EXPECT_EQ(render("{% for x in [1,2,3] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 3 %}{% break %}{% endif %}{{ x }}{% endfor %}"), "1");
-  // `set` inside a loop does not leak out; namespace() carries state across iterations.
-  EXPECT_EQ(render("{% set a = 1 %}{% for x in [5] %}{% set a = x %}{% endfor %}{{ a }}"), "1");
-  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for x in [1,2,3] %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}"), "6");
-  EXPECT_EQ(render("{% for x in [1,2] %}{{ loop.previtem is defined }}{% endfor %}"), "FalseTrue");
-  EXPECT_EQ(render("{% if a %}A{% elif b %}B{% else %}C{% endif %}", {{"b", true}}), "B");
-  EXPECT_EQ(render("{% macro greet(name, p='!') %}hi {{ name }}{{ p }}{% endmacro %}{{ greet('x') }}{{ greet('y', p='?') }}"),
-            "hi x!hi y?");
-  EXPECT_EQ(render("{% set block %}in{{ 1 }}{% endset %}[{{ block }}]"), "[in1]");
-}
-
-TEST(Jinja, WhitespaceControlTrimAndLstripBlocks) {
-  EXPECT_EQ(render("a  {{- 'b' -}}  c"), "abc");
-  // trim_blocks drops the newline after a block tag; lstrip_blocks the indentation before it.
-  EXPECT_EQ(render("x\n  {% if true %}\n  y\n  {% endif %}\nz"), "x\n  y\nz");
-  EXPECT_EQ(render("{# comment #}\nA"), "A");
-  EXPECT_EQ(render("{{ 'v' }}\nw"), "v\nw");  // no trimming after an expression
-}
-
-TEST(Jinja, ErrorsNameTheLineAndConstruct) {
-  EXPECT_NE(error_of("line1\n{% unknowntag %}").find("line 2"), std::string::npos);
-  EXPECT_NE(error_of("{% unknowntag %}").find("unsupported statement"), std::string::npos);
-  EXPECT_NE(error_of("{{ x | nosuchfilter }}", {{"x", 1}}).find("unsupported filter 'nosuchfilter'"), std::string::npos);
-  EXPECT_NE(error_of("{% if x %}never closed").find("missing {% endif %}"), std::string::npos);
-  EXPECT_NE(error_of("{{ 'unterminated }}").find("string literal is not closed"), std::string::npos);
-  EXPECT_NE(error_of("{{ raise_exception('bad role') }}").find("bad role"), std::string::npos);
-  EXPECT_NE(error_of("{{ x.y }}").find("'x' is undefined"), std::string::npos);
-  // Bounded: deep nesting and huge loops end with an error, not a crash or hang.
-  std::string deep;
-  for (int i = 0; i < 500; ++i) deep += "{% if true %}";
-  EXPECT_NE(error_of(deep).find("too deep"), std::string::npos);
-  jinja::Options small;
-  small.max_iterations = 100000;
-  try {
-    jinja::Template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", small).render(ojson::object());
-    ADD_FAILURE() << "an unbounded loop rendered";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("too many loop iterations"), std::string::npos);
+// A scratch model directory holding only what a test writes into it.
+class ScratchDir {
+ public:
+  ScratchDir() : path_(fs::temp_directory_path() / ("jetlm_chat_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++))) {
+    fs::create_directories(path_);
   }
-  EXPECT_NE(error_of("{{ 'x' * 1000000000 }}").find("size limit"), std::string::npos);
+  ~ScratchDir() { fs::remove_all(path_); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(path_ / name, std::ios::binary) << text; }
+  std::string path() const { return path_.string(); }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+std::string error_of_load(const ScratchDir& dir) {
+  try {
+    ChatTemplate::load(dir.path());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ChatTemplate, TemplateSourcesAndSpecialTokensFollowTransformers) {
+  const ojson hi = ojson::parse(R"([{"role": "user", "content": "Hi"}])");
+  {
+    // A list of named templates: "default" is used; bos/eos may be AddedToken objects; a null bos is
+    // left undefined, as transformers leaves it out of the template variables.
+    ScratchDir dir;
+    dir.write("tokenizer_config.json", R"({"bos_token": null, "eos_token": {"content": "</s>", "special": true},
+      "pad_token": "<pad>", "chat_template": [{"name": "tool_use", "template": "T"},
+      {"name": "default", "template": "{{ bos_token is defined }}|{{ eos_token }}|{{ pad_token }}|{{ messages[0].content }}"}]})");
+    EXPECT_EQ(ChatTemplate::load(dir.path()).render(hi, false), "False|</s>|<pad>|Hi");
+  }
+  {
+    // chat_template.jinja wins over the config's field.
+    ScratchDir dir;
+    dir.write("tokenizer_config.json", R"({"bos_token": "<s>", "chat_template": "from config"})");
+    dir.write("chat_template.jinja", "{{ bos_token }}from file");
+    EXPECT_EQ(ChatTemplate::load(dir.path()).render(hi, false), "<s>from file");
+  }
+  {
+    ScratchDir dir;
+    dir.write("tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "T"}]})");
+    EXPECT_NE(error_of_load(dir).find("\"default\""), std::string::npos) << error_of_load(dir);
+  }
+  {
+    ScratchDir dir;
+    dir.write("tokenizer_config.json", R"({"eos_token": "</s>"})");
+    EXPECT_NE(error_of_load(dir).find("no chat template"), std::string::npos) << error_of_load(dir);
+  }
+  {
+    // A syntax error names the file, the line and the construct.
+    ScratchDir dir;
+    dir.write("chat_template.jinja", "ok\n{% frobnicate %}");
+    const std::string error = error_of_load(dir);
+    EXPECT_NE(error.find("chat_template.jinja"), std::string::npos) << error;
+    EXPECT_NE(error.find("line 2"), std::string::npos) << error;
+    EXPECT_NE(error.find("frobnicate"), std::string::npos) << error;
+  }
+}
+
+TEST(ChatTemplate, MessagesAreNormalizedAsTransformersDoes) {
+  const ChatTemplate t = ChatTemplate::from_string(
+      "{% for m in messages %}{{ m.role }}:{{ m.content is defined }}:{{ m.reasoning_content | default('-') }}"
+      "{{ m.thinking | default('-') }};{% endfor %}{{ tools | length }}{{ enable_thinking }}");
+  // None-valued keys are dropped; reasoning under any name is readable as reasoning_content and thinking.
+  const ojson messages = ojson::parse(R"([{"role": "user", "content": null},
+      {"role": "assistant", "content": "a", "reasoning": "r"}])");
+  EXPECT_EQ(t.render(messages, false, ojson::parse(R"([{"a": 1}])"), {{"enable_thinking", false}}),
+            "user:False:--;assistant:True:rr;1False");
+  try {
+    t.render(ojson::array(), false);
+    ADD_FAILURE() << "an empty conversation rendered";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("empty"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(t.render(ojson::parse(R"(["not an object"])"), false), Error);
+  // transformers does not insist on a role: the template decides.
+  EXPECT_EQ(ChatTemplate::from_string("{{ messages[0].role is defined }}").render(ojson::parse(R"([{"content": "x"}])"), false),
+            "False");
 }
 
 }  // namespace
