@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "core/error.h"
 #include "io/mapped_file.h"
@@ -37,11 +38,7 @@ void run_quantize(const QuantizeArgs& args) {
       nlohmann::ordered_json::parse(read_text_file(args.model_dir + "/config.json"), nullptr, false);
   config["quantization_config"] = {{"quant_method", "jetlm_q8"}, {"block_size", 32}, {"scale_dtype", "float16"}};
   const std::string text = config.dump(2) + "\n";
-  const std::string config_path = args.out_dir + "/config.json";
-  FILE* f = std::fopen(config_path.c_str(), "wb");
-  if (f == nullptr) throw_error(config_path, "could not be created");
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) throw_error(config_path, "could not be written");
+  write_file_atomic(args.out_dir + "/config.json", text.data(), text.size());
   for (const auto& entry : fs::directory_iterator(args.model_dir)) {  // tokenizer, templates, generation config
     const std::string name = entry.path().filename().string();
     if (!entry.is_regular_file() || name == "config.json" || name.find(".safetensors") != std::string::npos) continue;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "core/error.h"
 #include "io/mapped_file.h"
@@ -66,14 +67,8 @@ void run_random_model(const RandomModelArgs& args) {
   std::vector<std::unique_ptr<uint8_t[]>> storage;
   ModelWeights weights = random_weights(parsed, dtype, args.seed, storage);
   save_weights(parsed, weights, dtype, args.out_dir + "/model.safetensors", args.force);
-  const std::string config_path = args.out_dir + "/config.json";
-  if (FILE* f = std::fopen(config_path.c_str(), "wb")) {
-    const std::string dumped = config.dump(2) + "\n";
-    const bool ok = std::fwrite(dumped.data(), 1, dumped.size(), f) == dumped.size();
-    if (std::fclose(f) != 0 || !ok) throw_error(config_path, "could not be written");
-  } else {
-    throw_error(config_path, "could not be created");
-  }
+  const std::string dumped = config.dump(2) + "\n";
+  write_file_atomic(args.out_dir + "/config.json", dumped.data(), dumped.size());
   int copied = 0;
   if (!args.tokenizer_from.empty()) {
     for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",

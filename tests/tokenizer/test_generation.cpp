@@ -183,6 +183,29 @@ TEST_F(GenerateCliDir, ModelWithoutTokenizerNeedsIds) {
   EXPECT_NE(r.err.find("top_p"), std::string::npos) << r.err;
 }
 
+// `jetlm quantize` writes a q8 checkpoint that loads as a model directory and gives exactly the
+// logits of quantizing at load time; it never overwrites what is there.
+TEST_F(GenerateCliDir, QuantizedCheckpointEqualsLoadTimeQuantization) {
+  const std::string src = golden_dir("jet_mix_bf16_sharded"), out = dir_ + "/q8";
+  test::CliResult r = test::run_cli("quantize --model " + src + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+  EXPECT_LT(fs::file_size(out + "/model.safetensors"), fs::file_size(src + "/model-00001-of-00002.safetensors") +
+                                                           fs::file_size(src + "/model-00002-of-00002.safetensors"));
+  const std::string ids = "3,1,4,1,5,9,2,6,5,3,5,8,9,7,9";
+  r = test::run_cli("forward --model " + out + " --ids " + ids + " --logits-out " + dir_ + "/a.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = test::run_cli("forward --model " + src + " --weights q8 --ids " + ids + " --logits-out " + dir_ + "/b.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::slurp(dir_ + "/a.bin"), test::slurp(dir_ + "/b.bin"));
+  r = test::run_cli("quantize --model " + src + " --out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+  r = test::run_cli("forward --model " + src + " --weights q4 --ids 1 --logits-out " + dir_ + "/c.bin");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown weight format 'q4'"), std::string::npos) << r.err;
+}
+
 // A tiny random model that has the real Jet-Nemotron vocabulary, tokenizer and chat template.
 class TextModel : public GenerateCliDir {
  protected:
