@@ -29,6 +29,7 @@ struct BenchArgs {
   std::string dtype = "bf16";
   std::string weights = "as-stored";  // --model: as-stored or q8 (quantized at load time)
   std::string prompt_lens = "128";
+  std::string depths;  // decode at these cache depths (synthetic cache contents)
   int64_t gen = 32;
   int64_t batch = 1;
   int threads = 0;
@@ -172,6 +173,39 @@ void run_bench(const BenchArgs& args) {
     }
     std::fflush(stdout);
   }
+  if (args.depths.empty()) return;
+  // Decode speed against cache depth: the cache is filled with random contents as if `depth`
+  // tokens had been consumed (the work per step depends only on the depth), then `gen` steps run.
+  if (!args.json)
+    std::printf("\n%-18s %8s %6s %12s %10s %8s\n", "model", "depth", "gen", "decode t/s", "cache MB", "dec roof");
+  for (int32_t depth : parse_id_list(args.depths, "--depth")) {
+    if (depth < 0 || depth + args.gen > c.max_position)
+      throw_error("--depth", std::to_string(depth) + " + " + std::to_string(args.gen) + " generated tokens exceed the "
+                             "context of " + std::to_string(c.max_position));
+    HybridCache cache = model->new_cache();
+    cache.fill_synthetic(depth, 7);
+    std::vector<float> logits(size_t(c.vocab));
+    ForwardOptions last_only;
+    last_only.all_logits = false;
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < args.gen; ++i) {
+      const int32_t id = int32_t((i * 7919) % c.vocab);
+      model->forward(&id, 1, cache, logits.data(), last_only);
+    }
+    const double decode_tps = double(args.gen) / seconds_since(t0);
+    const int64_t cache_bytes = HybridCache::bytes_for(c, depth + args.gen / 2, 4);
+    const double roofline = decode_tps * double(model->weight_bytes() + cache_bytes) / (bandwidth * 1e9);
+    if (args.json)
+      std::printf("{\"model\": \"%s\", \"decode_depth\": %d, \"gen_tokens\": %lld, \"batch\": 1, "
+                  "\"decode_tok_s\": %.3f, \"cache_bytes_per_seq\": %lld, \"weight_bytes\": %lld, "
+                  "\"mem_bw_gb_s\": %.2f, \"decode_roofline_frac\": %.4f}\n",
+                  name.c_str(), depth, (long long)args.gen, decode_tps, (long long)cache_bytes,
+                  (long long)model->weight_bytes(), bandwidth, roofline);
+    else
+      std::printf("%-18s %8d %6lld %12.2f %10.1f %7.0f%%\n", name.c_str(), depth, (long long)args.gen, decode_tps,
+                  double(cache_bytes) / 1e6, 100 * roofline);
+    std::fflush(stdout);
+  }
 }
 
 }  // namespace
@@ -186,6 +220,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32, q8");
   cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)");
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
+  cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
+                  "cache contents, no prefill)");
   cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32)")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", args->batch, "sequences decoded together (CPU: 1)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);

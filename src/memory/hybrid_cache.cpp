@@ -1,5 +1,7 @@
 #include "memory/hybrid_cache.h"
 
+#include <random>
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -62,6 +64,36 @@ void HybridCache::restore(const Snapshot& snapshot) {
   JETLM_ASSERT(snapshot.layers.size() == layers_.size(), "snapshot of another model");
   n_past_ = snapshot.n_past;
   layers_ = snapshot.layers;
+}
+
+void HybridCache::fill_synthetic(int64_t n_tokens, uint64_t seed) {
+  reset();
+  const ModelConfig& c = *config_;
+  const int64_t kv_row = int64_t(c.n_kv_heads) * c.head_dim;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v, float scale) {
+    for (float& x : v) x = scale * dist(rng);
+  };
+  for (LayerCache& L : layers_) {
+    switch (L.kind) {
+      case LayerKind::Attn:
+        L.k.resize(size_t(n_tokens * kv_row));
+        L.v.resize(size_t(n_tokens * kv_row));
+        fill(L.k, 1.0f);
+        fill(L.v, 1.0f);
+        break;
+      case LayerKind::Swa:
+        fill(L.k, 1.0f);
+        fill(L.v, 1.0f);
+        break;
+      case LayerKind::Jet:
+        fill(L.state, 0.01f);
+        fill(L.conv, 1.0f);
+        break;
+    }
+  }
+  n_past_ = n_tokens;
 }
 
 }  // namespace jetlm

@@ -29,6 +29,9 @@ class HybridCache {
   const LayerCache& layer(int il) const { return layers_[size_t(il)]; }
 
   void reset();  // back to an empty sequence, keeping allocations
+  // Benchmarks: the cache of a sequence that has consumed `n_tokens`, with random contents, so
+  // decode speed at any depth can be measured without prefilling that many tokens.
+  void fill_synthetic(int64_t n_tokens, uint64_t seed);
   // Bytes this cache holds now (float32 storage).
   int64_t bytes() const;
   // Bytes a sequence of `n_tokens` needs with `bytes_per_element`-sized elements: the quantity

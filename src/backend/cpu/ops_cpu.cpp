@@ -242,9 +242,110 @@ void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta
   }
 }
 
+namespace {
+
+// Decode attention, one work item: the `group` query heads of KV head kh at query t over keys
+// [s0, s1). Every K/V row is read once for the whole group; the result is a partial softmax
+// (max m, sum l, unnormalised acc) that attention_decode merges across key chunks.
+JETLM_DISPATCH void attention_chunk(const float* q, const float* k, const float* v, int64_t t, int64_t kh,
+                                    int64_t group, int64_t Hq, int64_t Hkv, int64_t hd, int64_t s0, int64_t s1,
+                                    float scale, float* scores, float* m, float* l, float* acc) {
+  const int64_t n = s1 - s0;
+  for (int64_t g = 0; g < group; ++g) {
+    const float* qg = q + (t * Hq + kh * group + g) * hd;
+    float* sg = scores + g * n;
+    for (int64_t s = 0; s < n; ++s) {
+      const float* ks = k + ((s0 + s) * Hkv + kh) * hd;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t i = 0; i < hd; ++i) dot += qg[i] * ks[i];
+      sg[s] = dot * scale;
+    }
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < n; ++s) mx = std::max(mx, sg[s]);
+    float sum = 0.0f;
+    for (int64_t s = 0; s < n; ++s) {
+      sg[s] = std::exp(sg[s] - mx);
+      sum += sg[s];
+    }
+    m[g] = mx;
+    l[g] = sum;
+    std::fill(acc + g * hd, acc + (g + 1) * hd, 0.0f);
+  }
+  for (int64_t s = 0; s < n; ++s) {
+    const float* vs = v + ((s0 + s) * Hkv + kh) * hd;
+    for (int64_t g = 0; g < group; ++g) {
+      const float p = scores[g * n + s];
+      float* ag = acc + g * hd;
+#pragma omp simd
+      for (int64_t i = 0; i < hd; ++i) ag[i] += p * vs[i];
+    }
+  }
+}
+
+// Few queries (decode): split each query's key range into chunks so all threads work even with
+// one or two KV heads (flash-decoding), then merge the partial softmaxes.
+void attention_decode(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq, int64_t Hkv,
+                      int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o, int n_threads) {
+  const int64_t group = Hq / Hkv;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  constexpr int64_t kChunk = 256;
+  struct Item {
+    int64_t t, kh, s0, s1;
+  };
+  std::vector<Item> items;
+  std::vector<int64_t> first_item(size_t(T * Hkv + 1));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t qpos = qpos0 + t;
+    const int64_t s_begin = window > 0 ? std::max<int64_t>(0, qpos - window + 1 - kpos0) : 0;
+    const int64_t s_end = std::min<int64_t>(S, qpos - kpos0 + 1);
+    JETLM_ASSERT(s_end > s_begin, "a query sees no key");
+    for (int64_t kh = 0; kh < Hkv; ++kh) {
+      first_item[size_t(t * Hkv + kh)] = int64_t(items.size());
+      for (int64_t s0 = s_begin; s0 < s_end; s0 += kChunk) items.push_back({t, kh, s0, std::min(s_end, s0 + kChunk)});
+    }
+  }
+  first_item[size_t(T * Hkv)] = int64_t(items.size());
+  const int64_t n_items = int64_t(items.size());
+  std::vector<float> m(size_t(n_items * group)), l(size_t(n_items * group)), acc(size_t(n_items * group * hd));
+#pragma omp parallel num_threads(n_threads) if (n_items > 1)
+  {
+    std::vector<float> scores(size_t(group * kChunk));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n_items; ++i) {
+      const Item& it = items[size_t(i)];
+      attention_chunk(q, k, v, it.t, it.kh, group, Hq, Hkv, hd, it.s0, it.s1, scale, scores.data(),
+                      m.data() + i * group, l.data() + i * group, acc.data() + i * group * hd);
+    }
+  }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t kh = 0; kh < Hkv; ++kh)
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t i0 = first_item[size_t(t * Hkv + kh)], i1 = first_item[size_t(t * Hkv + kh + 1)];
+        float mx = -INFINITY;
+        for (int64_t i = i0; i < i1; ++i) mx = std::max(mx, m[size_t(i * group + g)]);
+        float* out = o + (t * Hq + kh * group + g) * hd;
+        std::fill(out, out + hd, 0.0f);
+        float denom = 0.0f;
+        for (int64_t i = i0; i < i1; ++i) {
+          const float w = std::exp(m[size_t(i * group + g)] - mx);  // <= 1: exponent of a non-positive difference
+          denom += w * l[size_t(i * group + g)];
+          const float* a = acc.data() + (i * group + g) * hd;
+          for (int64_t d = 0; d < hd; ++d) out[d] += w * a[d];
+        }
+        for (int64_t d = 0; d < hd; ++d) out[d] /= denom;
+      }
+}
+
+}  // namespace
+
 void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq,
                int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o) {
   JETLM_ASSERT(Hq % Hkv == 0);
+  if (T <= 4) {
+    attention_decode(q, k, v, T, S, Hq, Hkv, hd, qpos0, kpos0, window, o, threads());
+    return;
+  }
   const int64_t group = Hq / Hkv;
   const float scale = 1.0f / std::sqrt(float(hd));
   // Flash-style: one pass over the allowed keys with a running max and sum; no T x S matrix.

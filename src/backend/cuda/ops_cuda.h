@@ -1,0 +1,141 @@
+// The CUDA backend: the op contract of backend/ops.h on DEVICE pointers.
+//
+// Every op has the shapes and semantics written in backend/ops.h; here all pointers (activations,
+// weights, states, token ids) live in device memory, activations are float32, row-major and
+// contiguous. Ops are enqueued on the backend's stream (set_stream; default: the legacy default
+// stream) and return without synchronising; host-side shape checks run before the launch.
+// Errors: a missing device or a failing CUDA/cuBLAS call throws jetlm::Error naming file:line and
+// the CUDA error (STYLE.md: every CUDA call checked).
+//
+// Precision (measured against ref:: in tests/cuda):
+//  - matmul, f32 weights: cuBLAS SGEMM, pure float32 (no TF32).
+//  - matmul, bf16/f16 weights, T <= kGemvMaxT: custom GEMV, float32 activations times the stored
+//    weights, float32 accumulation (float32-exact products).
+//  - matmul, bf16/f16 weights, T > kGemvMaxT: the activations are rounded to the weight type
+//    (bf16 or f16) and cuBLAS GemmEx accumulates in float32: about 1e-3..1e-2 normalised error.
+//  - matmul, q8 weights: GEMV dequantizes on the fly (float32); GEMM dequantizes a block of rows to
+//    bf16 and goes through the bf16 path.
+//  - every other op computes in float32 (rope's angles in float64), ~1e-6..1e-4 normalised error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+struct CUstream_st;
+
+namespace jetlm::cuda {
+
+using Stream = CUstream_st*;  // == cudaStream_t; nullptr is the default stream
+
+// ---- device ---------------------------------------------------------------------------------
+
+// True when a CUDA device can be used; otherwise false and, with `why`, the reason
+// ("no CUDA device: <cudaGetErrorString>").
+bool available(std::string* why = nullptr);
+// Throws jetlm::Error("no CUDA device: ...") when available() is false.
+void require_device();
+// "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)".
+std::string device_description();
+
+void set_stream(Stream s);
+Stream stream();
+// Waits for the backend's stream; throws on any asynchronous error of earlier kernels.
+void synchronize();
+
+// ---- memory ---------------------------------------------------------------------------------
+
+void* device_alloc(size_t bytes);
+void device_free(void* p) noexcept;
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+void copy_device(void* dst, const void* src, size_t bytes);
+void fill_bytes(void* dst, int value, size_t bytes);
+
+// An owning device allocation of n elements of T (moved, never copied).
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t n) : n_(n), p_(n ? static_cast<T*>(device_alloc(n * sizeof(T))) : nullptr) {}
+  Buffer(const T* host, size_t n) : Buffer(n) { upload(host, n); }
+  ~Buffer() { device_free(p_); }
+  Buffer(Buffer&& o) noexcept : n_(std::exchange(o.n_, 0)), p_(std::exchange(o.p_, nullptr)) {}
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      device_free(p_);
+      n_ = std::exchange(o.n_, 0);
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  T* data() const { return p_; }
+  size_t size() const { return n_; }
+  void upload(const T* host, size_t n) { copy_to_device(p_, host, n * sizeof(T)); }
+  void download(T* host, size_t n) const { copy_to_host(host, p_, n * sizeof(T)); }
+
+ private:
+  size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+// A weight matrix in device memory: the fields of jetlm::Matrix (row-major [rows, cols], rows =
+// output features), with `data` and `scales` device pointers. dtype F32, F16, BF16 or I8 (q8).
+struct DeviceMatrix {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint16_t* scales = nullptr;  // I8 only: f16 [rows, q8_blocks(cols)]
+  int64_t bytes() const {
+    return rows * cols * int64_t(dtype_size(dtype)) + (scales ? rows * q8_blocks(cols) * 2 : 0);
+  }
+};
+
+// A host Matrix copied to the device; `view` points into the owned buffers.
+struct MatrixBuffer {
+  Buffer<uint8_t> data;
+  Buffer<uint16_t> scales;
+  DeviceMatrix view;
+};
+MatrixBuffer upload(const Matrix& m);
+
+// ---- ops (shapes and semantics: backend/ops.h; all pointers are device pointers) --------------
+
+// Largest T served by the GEMV kernel (float32 activations); larger T goes through cuBLAS.
+inline constexpr int64_t kGemvMaxT = 8;
+
+void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
+void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out);
+void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out);
+void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);
+void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq,
+               int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o);
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+void silu(float* x, int64_t n);
+void add(float* y, const float* x, int64_t n);
+void l2norm_rows(float* x, int64_t R, int64_t N, float scale);
+// dconv: K <= kMaxConvTaps.
+inline constexpr int64_t kMaxConvTaps = 16;
+void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v);
+// gdn_chunked: chunks of 64 tokens, float32 state carried between chunks; dk <= kGdnChunkedMaxDk
+// takes the chunked kernels, larger dk the recurrent kernel (the same function).
+inline constexpr int64_t kGdnChunkedMaxDk = 256;
+void gdn_chunked(const float* q, const float* k, const float* v, const float* g, const float* beta,
+                 int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o);
+// gdn_recurrent: dk <= kGdnRecurrentMaxDk (one fused kernel, state in registers).
+inline constexpr int64_t kGdnRecurrentMaxDk = 256;
+void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta,
+                   int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o);
+void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
+               int64_t T, int64_t H, float* beta, float* g);
+void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps);
+
+}  // namespace jetlm::cuda
