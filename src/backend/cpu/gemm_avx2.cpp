@@ -122,6 +122,65 @@ double fma_peak_gflops_avx2() {
   return double(kIterations) * 12 * 16 / seconds / 1e9;
 }
 
+void qk_scores_avx2(const float* q, const float* k0, int64_t stride, int64_t n, int64_t hd, float scale, float* out) {
+  const int64_t hd8 = hd / 8 * 8;
+  int64_t s = 0;
+  for (; s + 4 <= n; s += 4) {  // four keys: four independent FMA chains
+    const float* k = k0 + s * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < hd8; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + stride + i), a1);
+      a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * stride + i), a2);
+      a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * stride + i), a3);
+    }
+    float d[4] = {horizontal_sum(a0), horizontal_sum(a1), horizontal_sum(a2), horizontal_sum(a3)};
+    for (int j = 0; j < 4; ++j) {
+      for (int64_t i = hd8; i < hd; ++i) d[j] += q[i] * k[j * stride + i];
+      out[s + j] = d[j] * scale;
+    }
+  }
+  for (; s < n; ++s) {
+    const float* k = k0 + s * stride;
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t i = 0; i < hd8; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+    float d = horizontal_sum(a);
+    for (int64_t i = hd8; i < hd; ++i) d += q[i] * k[i];
+    out[s] = d * scale;
+  }
+}
+
+void pv_accumulate_avx2(const float* p, const float* v0, int64_t stride, int64_t n, int64_t hd, float* out) {
+  int64_t d0 = 0;
+  for (; d0 + 32 <= hd; d0 += 32) {  // 32 output columns in four registers across all keys
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* v = v0 + d0;
+    for (int64_t s = 0; s < n; ++s, v += stride) {
+      const __m256 ps = _mm256_broadcast_ss(p + s);
+      a0 = _mm256_fmadd_ps(ps, _mm256_loadu_ps(v), a0);
+      a1 = _mm256_fmadd_ps(ps, _mm256_loadu_ps(v + 8), a1);
+      a2 = _mm256_fmadd_ps(ps, _mm256_loadu_ps(v + 16), a2);
+      a3 = _mm256_fmadd_ps(ps, _mm256_loadu_ps(v + 24), a3);
+    }
+    _mm256_storeu_ps(out + d0, a0);
+    _mm256_storeu_ps(out + d0 + 8, a1);
+    _mm256_storeu_ps(out + d0 + 16, a2);
+    _mm256_storeu_ps(out + d0 + 24, a3);
+  }
+  for (; d0 + 8 <= hd; d0 += 8) {
+    __m256 a = _mm256_setzero_ps();
+    const float* v = v0 + d0;
+    for (int64_t s = 0; s < n; ++s, v += stride) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + s), _mm256_loadu_ps(v), a);
+    _mm256_storeu_ps(out + d0, a);
+  }
+  for (; d0 < hd; ++d0) {
+    float a = 0.0f;
+    for (int64_t s = 0; s < n; ++s) a += p[s] * v0[s * stride + d0];
+    out[d0] = a;
+  }
+}
+
 void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, int64_t K, float* out) {
   const int64_t blocks = q8_blocks(K);
   for (int64_t r = 0; r < rows; ++r) {

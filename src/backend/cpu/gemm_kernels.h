@@ -15,6 +15,11 @@ void gemm_packed_avx2(const float* X, int64_t T, int64_t K, const float* P, int6
 // Peak FMA throughput of one thread (GFLOP/s) from a loop of independent register FMAs.
 double fma_peak_gflops_avx2();
 
+// Attention decode pieces. out[s] = scale * q . k_s for n keys k_s = k0 + s * stride (hd floats);
+// out[d] = sum_s p[s] * v_s[d] for n values v_s = v0 + s * stride.
+void qk_scores_avx2(const float* q, const float* k0, int64_t stride, int64_t n, int64_t hd, float scale, float* out);
+void pv_accumulate_avx2(const float* p, const float* v0, int64_t stride, int64_t n, int64_t hd, float* out);
+
 // q8 decode: y[r] = sum over blocks of (wq . xq) * w_scale * x_scale for r in [0, N), with the
 // activation quantized to int8 per kKBlock block (xq[K], x_scales[q8_blocks(K)]). Integer dot
 // products (vpmaddubsw) do 32 weights per few instructions, so the loop is bound by memory.
