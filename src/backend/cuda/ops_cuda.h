@@ -15,6 +15,7 @@
 //    (bf16 or f16) and cuBLAS GemmEx accumulates in float32: about 1e-3..1e-2 normalised error.
 //  - matmul, q8 weights: GEMV dequantizes on the fly (float32); GEMM dequantizes a block of rows to
 //    bf16 and goes through the bf16 path.
+//  - attention: float32 on CUDA cores (no tensor cores yet), head dim <= 256.
 //  - every other op computes in float32 (rope's angles in float64), ~1e-6..1e-4 normalised error.
 #pragma once
 
@@ -126,12 +127,13 @@ void l2norm_rows(float* x, int64_t R, int64_t N, float scale);
 inline constexpr int64_t kMaxConvTaps = 16;
 void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v);
 // gdn_chunked: chunks of 64 tokens, float32 state carried between chunks; dk <= kGdnChunkedMaxDk
+// (shared-memory bound)
 // takes the chunked kernels, larger dk the recurrent kernel (the same function).
-inline constexpr int64_t kGdnChunkedMaxDk = 256;
+inline constexpr int64_t kGdnChunkedMaxDk = 192;
 void gdn_chunked(const float* q, const float* k, const float* v, const float* g, const float* beta,
                  int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o);
 // gdn_recurrent: dk <= kGdnRecurrentMaxDk (one fused kernel, state in registers).
-inline constexpr int64_t kGdnRecurrentMaxDk = 256;
+inline constexpr int64_t kGdnRecurrentMaxDk = 1024;
 void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta,
                    int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o);
 void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,

@@ -1,0 +1,58 @@
+// Internals shared by the CUDA backend's translation units: error checks, the cuBLAS handle, a
+// growing scratch workspace. Not part of the public API (ops_cuda.h).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "backend/cuda/ops_cuda.h"
+
+namespace jetlm::cuda::detail {
+
+// Throws jetlm::Error("[file:line] CUDA error cudaErrorX: <string> in `expr`").
+[[noreturn]] void cuda_failed(cudaError_t err, const char* expr, const char* file, int line);
+[[noreturn]] void cublas_failed(cublasStatus_t st, const char* expr, const char* file, int line);
+
+cublasHandle_t cublas();  // bound to stream() on every call
+// Scratch device memory that stays valid until the next call with the same slot (grows, never
+// shrinks). Slots keep one op's several scratch arrays apart.
+void* workspace(int slot, size_t bytes);
+int sm_count();
+size_t max_shared_per_block();  // opt-in limit (227 KB on Hopper)
+
+inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+#ifdef __CUDACC__
+// Asynchronous 4-byte global -> shared copy (sm_80+ cp.async); with pred false the shared word
+// is zero-filled and nothing is read (src must still be a valid address). Many copies stay in
+// flight at once: a tile load costs one memory latency instead of one per loop iteration.
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool pred) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(pred ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N committed groups of this thread are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+#endif
+
+}  // namespace jetlm::cuda::detail
+
+#define JETLM_CUDA_CHECK(expr)                                                                  \
+  do {                                                                                          \
+    const cudaError_t jetlm_cuda_err_ = (expr);                                                 \
+    if (jetlm_cuda_err_ != cudaSuccess)                                                         \
+      ::jetlm::cuda::detail::cuda_failed(jetlm_cuda_err_, #expr, __FILE__, __LINE__);           \
+  } while (0)
+
+// After every kernel launch: launch-configuration errors surface here, with the launch's line.
+#define JETLM_CUDA_CHECK_LAUNCH() JETLM_CUDA_CHECK(cudaGetLastError())
+
+#define JETLM_CUBLAS_CHECK(expr)                                                                \
+  do {                                                                                          \
+    const cublasStatus_t jetlm_cublas_st_ = (expr);                                             \
+    if (jetlm_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                              \
+      ::jetlm::cuda::detail::cublas_failed(jetlm_cublas_st_, #expr, __FILE__, __LINE__);        \
+  } while (0)

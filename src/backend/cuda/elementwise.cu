@@ -1,0 +1,244 @@
+// Small ops: embedding, norms, rope, activations, dynamic conv, JetBlock gates. All float32 on
+// device pointers; one thread per element, or one warp per row for the row reductions.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "backend/cuda/cuda_common.h"
+#include "core/error.h"
+
+namespace jetlm::cuda {
+
+using detail::blocks_for;
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = 8;  // warp-per-row kernels: 8 warps per block
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float load_weight(const void* data, DType dtype, const uint16_t* scales, int64_t cols,
+                                             int64_t r, int64_t c) {
+  const int64_t i = r * cols + c;
+  switch (dtype) {
+    case DType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[i]);
+    case DType::F16: return __half2float(static_cast<const __half*>(data)[i]);
+    case DType::I8: {
+      const int64_t blocks = (cols + kQ8Block - 1) / kQ8Block;
+      const float s = __half2float(reinterpret_cast<const __half*>(scales)[r * blocks + c / kQ8Block]);
+      return float(static_cast<const int8_t*>(data)[i]) * s;
+    }
+    default: return static_cast<const float*>(data)[i];
+  }
+}
+
+__global__ void embedding_kernel(const int32_t* ids, int64_t T, DeviceMatrix E, float* out) {
+  const int64_t t = blockIdx.y;
+  const int64_t row = ids[t];
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < E.cols; c += int64_t(gridDim.x) * blockDim.x)
+    out[t * E.cols + c] = (row >= 0 && row < E.rows) ? load_weight(E.data, E.dtype, E.scales, E.cols, row, c) : NAN;
+}
+
+// One warp per row: out = x * rsqrt(mean(x^2) + eps) * w. Each lane reads its own elements again
+// after the reduction, so out may alias x.
+__global__ void rmsnorm_kernel(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out) {
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= R) return;
+  const float* xr = x + r * N;
+  float ss = 0;
+  for (int64_t i = lane; i < N; i += 32) ss += xr[i] * xr[i];
+  ss = warp_sum(ss);
+  const float inv = rsqrtf(ss / float(N) + eps);
+  float* outr = out + r * N;
+  for (int64_t i = lane; i < N; i += 32) outr[i] = w[i] * (xr[i] * inv);
+}
+
+__global__ void l2norm_kernel(float* x, int64_t R, int64_t N, float scale) {
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= R) return;
+  float* xr = x + r * N;
+  float ss = 0;
+  for (int64_t i = lane; i < N; i += 32) ss += xr[i] * xr[i];
+  ss = warp_sum(ss);
+  const float f = scale * rsqrtf(ss + 1e-6f);
+  for (int64_t i = lane; i < N; i += 32) xr[i] *= f;
+}
+
+__global__ void gated_rmsnorm_kernel(float* o, const float* gate, int64_t R, int64_t dv, const float* w, float eps) {
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= R) return;
+  float* orow = o + r * dv;
+  const float* grow = gate + r * dv;
+  float ss = 0;
+  for (int64_t i = lane; i < dv; i += 32) ss += orow[i] * orow[i];
+  ss = warp_sum(ss);
+  const float inv = rsqrtf(ss / float(dv) + eps);
+  for (int64_t i = lane; i < dv; i += 32) orow[i] = w[i] * (orow[i] * inv) * silu_f(grow[i]);
+}
+
+// One thread per (t, i < hd/2) pair, looping over heads: angles in float64 (positions reach 256K,
+// where float32 angles lose precision), as the CPU backend does.
+__global__ void rope_kernel(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double log_theta) {
+  const int64_t half = hd / 2;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= T * half) return;
+  const int64_t t = idx / half, i = idx % half;
+  const double inv_freq = exp(-2.0 * double(i) / double(hd) * log_theta);
+  double s, c;
+  sincos(double(pos0 + t) * inv_freq, &s, &c);
+  const float cf = float(c), sf = float(s);
+  for (int64_t h = 0; h < H; ++h) {
+    float* row = x + (t * H + h) * hd;
+    const float a = row[i], b = row[i + half];
+    row[i] = a * cf - b * sf;
+    row[i + half] = b * cf + a * sf;
+  }
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = silu_f(gate[i]) * up[i];
+}
+
+__global__ void silu_kernel(float* x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = silu_f(x[i]);
+}
+
+__global__ void add_kernel(float* y, const float* x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += x[i];
+}
+
+// v[t, c] = silu(sum_i kernel[t, c, i] * hist(t - K + 1 + i, c)), hist(j < 0) from the state.
+__global__ void dconv_kernel(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,
+                             const float* state, float* v) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= T * C) return;
+  const int64_t t = idx / C, c = idx % C;
+  const float* ker = kernel + idx * K;
+  float acc = 0;
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t j = t - K + 1 + i;
+    acc += ker[i] * (j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c]);
+  }
+  v[idx] = silu_f(acc);
+}
+
+// New state rows r < K-1 = hist(T - (K-1) + r); one thread per channel reads all before writing
+// (the shift overlaps itself when T < K-1).
+__global__ void dconv_state_kernel(const float* u, int64_t T, int64_t C, int64_t K, float* state) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float rows[kMaxConvTaps];
+#pragma unroll
+  for (int r = 0; r < kMaxConvTaps - 1; ++r) {
+    if (r < K - 1) {
+      const int64_t j = T - (K - 1) + r;
+      rows[r] = j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c];
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kMaxConvTaps - 1; ++r)
+    if (r < K - 1) state[r * C + c] = rows[r];
+}
+
+__global__ void jet_gates_kernel(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
+                                 int64_t T, int64_t H, float* beta, float* g) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * H) return;
+  const int64_t h = i % H;
+  beta[i] = 1.0f / (1.0f + expf(-b_raw[i]));
+  const float x = a_raw[i] + dt_bias[h];
+  const float softplus = x > 20.0f ? x : log1pf(expf(x));
+  g[i] = -expf(A_log[h]) * softplus;
+}
+
+}  // namespace
+
+void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out) {
+  JETLM_ASSERT(T >= 0 && E.cols > 0);
+  JETLM_ASSERT(E.dtype != DType::I8 || E.scales != nullptr, "q8 matrix without scales");
+  if (T == 0) return;
+  JETLM_ASSERT(T <= 65535, "embedding: at most 65535 tokens per call");
+  dim3 grid(blocks_for(E.cols, kThreads), unsigned(T));
+  embedding_kernel<<<grid, kThreads, 0, stream()>>>(ids, T, E, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out) {
+  if (R == 0) return;
+  rmsnorm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(x, R, N, w, eps, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void l2norm_rows(float* x, int64_t R, int64_t N, float scale) {
+  if (R == 0) return;
+  l2norm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(x, R, N, scale);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps) {
+  const int64_t R = T * H;
+  if (R == 0) return;
+  gated_rmsnorm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(o, gate, R, dv, w, eps);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta) {
+  JETLM_ASSERT(hd % 2 == 0, "rope needs an even head dim");
+  const int64_t n = T * (hd / 2);
+  if (n == 0) return;
+  rope_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, T, H, hd, pos0, std::log(theta));
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+  if (n == 0) return;
+  silu_mul_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(gate, up, n, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void silu(float* x, int64_t n) {
+  if (n == 0) return;
+  silu_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void add(float* y, const float* x, int64_t n) {
+  if (n == 0) return;
+  add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(y, x, n);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v) {
+  JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps, "dconv: 1 <= K <= kMaxConvTaps");
+  if (T == 0 || C == 0) return;
+  dconv_kernel<<<blocks_for(T * C, kThreads), kThreads, 0, stream()>>>(u, kernel, T, C, K, state, v);
+  JETLM_CUDA_CHECK_LAUNCH();
+  if (K > 1) {
+    dconv_state_kernel<<<blocks_for(C, kThreads), kThreads, 0, stream()>>>(u, T, C, K, state);
+    JETLM_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias, int64_t T,
+               int64_t H, float* beta, float* g) {
+  if (T * H == 0) return;
+  jet_gates_kernel<<<blocks_for(T * H, kThreads), kThreads, 0, stream()>>>(b_raw, a_raw, A_log, dt_bias, T, H,
+                                                                           beta, g);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace jetlm::cuda

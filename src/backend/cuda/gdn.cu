@@ -1,0 +1,425 @@
+// Gated delta rule (JetBlock): the recurrent kernel (decode) and the chunked kernels (prefill).
+// Shapes: q, k [T, H, dk]; v, o [T, H, dv]; g, beta [T, H]; S [H, dk, dv] float32, in place.
+//
+// Chunked form (chunks of 64 tokens). With G_t the cumulative log decay inside a chunk (float64
+// sums), S0 the state entering it and M[t][j] = beta_t e^{G_t - G_j} (k_t . k_j) for j < t:
+//   (I + M) delta = beta v - beta e^{G} K S0     =>  delta = U - W S0,
+//   U = (I + M)^{-1} beta V,  W = (I + M)^{-1} beta e^{G} K         (phase 1, all chunks at once)
+//   o_t   = e^{G_t} S0^T q_t + sum_{j<=t} e^{G_t - G_j} (q_t . k_j) delta_j
+//   S_end = e^{G_L} S0 + sum_j e^{G_L - G_j} k_j delta_j^T          (phase 2, chunk after chunk)
+// Every decay factor is exp of (later - earlier) <= 0, so decays of -50 per token never
+// overflow; (I + M)^{-1} is applied by forward substitution, column by column, as the CPU does.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/cuda_common.h"
+#include "core/error.h"
+
+namespace jetlm::cuda {
+
+namespace {
+
+// ---- recurrent ----------------------------------------------------------------------------------
+// Block = (32 value columns) x (ceil(dk/32) warps); warp w keeps rows 32w..32w+31 of its columns
+// of S in registers for all T tokens: the state is read and written once.
+__global__ void __launch_bounds__(1024) gdn_recurrent_kernel(const float* __restrict__ q, const float* __restrict__ k,
+                                                             const float* __restrict__ v, const float* __restrict__ g,
+                                                             const float* __restrict__ beta, int64_t T, int64_t H,
+                                                             int64_t dk, int64_t dv, float* __restrict__ S,
+                                                             float* __restrict__ o) {
+  extern __shared__ float sm[];
+  const int warps = blockDim.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* k_s = sm;                  // [warps * 32]
+  float* q_s = k_s + warps * 32;    // [warps * 32]
+  float* red1 = q_s + warps * 32;   // [warps][32]
+  float* red2 = red1 + warps * 32;  // [warps][32]
+  const int64_t h = blockIdx.y;
+  const int64_t j = int64_t(blockIdx.x) * 32 + lane;
+  const bool col_ok = j < dv;
+  float* Sh = S + h * dk * dv;
+  float st[32];
+#pragma unroll
+  for (int r = 0; r < 32; ++r) {
+    const int64_t i = int64_t(warp) * 32 + r;
+    st[r] = (col_ok && i < dk) ? Sh[i * dv + j] : 0.0f;
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    __syncthreads();  // k_s/q_s/red of the previous token consumed
+    for (int i = threadIdx.x; i < warps * 32; i += blockDim.x) {
+      k_s[i] = i < dk ? k[(t * H + h) * dk + i] : 0.0f;
+      q_s[i] = i < dk ? q[(t * H + h) * dk + i] : 0.0f;
+    }
+    __syncthreads();
+    const float decay = expf(g[t * H + h]);
+    const float b = beta[t * H + h];
+    const float* kw = k_s + warp * 32;
+    const float* qw = q_s + warp * 32;
+    float part = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 32; ++r) part += st[r] * kw[r];
+    red1[warp * 32 + lane] = part;
+    __syncthreads();
+    float kS = 0.0f;
+    for (int w = 0; w < warps; ++w) kS += red1[w * 32 + lane];
+    const float delta = col_ok ? b * (v[(t * H + h) * dv + j] - decay * kS) : 0.0f;
+    float po = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 32; ++r) {
+      st[r] = decay * st[r] + kw[r] * delta;
+      po += st[r] * qw[r];
+    }
+    red2[warp * 32 + lane] = po;
+    __syncthreads();
+    if (warp == 0 && col_ok) {
+      float out = 0.0f;
+      for (int w = 0; w < warps; ++w) out += red2[w * 32 + lane];
+      o[(t * H + h) * dv + j] = out;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 32; ++r) {
+    const int64_t i = int64_t(warp) * 32 + r;
+    if (col_ok && i < dk) Sh[i * dv + j] = st[r];
+  }
+}
+
+// ---- chunked, phase 1: per (chunk, head), independent of the state ---------------------------------
+constexpr int kChunk = 64;
+constexpr int kPrepThreads = 256;
+
+struct ChunkWork {
+  float* W;  // [nc, H, 64, dk]
+  float* U;  // [nc, H, 64, dv]
+  float* P;  // [nc, H, 64, 64]   P[t][j] = e^{G_t - G_j} q_t.k_j (j <= t), else 0
+  float* E;  // [nc, H, 64, 2]    (e^{G_t}, e^{G_last - G_t})
+};
+
+size_t prep_smem(int64_t dk) {
+  return sizeof(float) * size_t(2 * kChunk * (dk + 1) + kChunk * (kChunk + 1) + kChunk * kPrepThreads + 3 * kChunk) +
+         sizeof(double) * kChunk;
+}
+
+__global__ void __launch_bounds__(kPrepThreads) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
+                                                                const float* __restrict__ v, const float* __restrict__ g,
+                                                                const float* __restrict__ beta, int64_t T, int64_t H,
+                                                                int64_t dk, int64_t dv, ChunkWork work) {
+  extern __shared__ double smd[];
+  double* G_s = smd;                                           // [64]
+  float* k_s = reinterpret_cast<float*>(G_s + kChunk);         // [64][dk+1]
+  float* q_s = k_s + kChunk * (dk + 1);                        // [64][dk+1]
+  float* M_s = q_s + kChunk * (dk + 1);                        // [64][65]
+  float* x_s = M_s + kChunk * (kChunk + 1);                    // [64][256]
+  float* b_s = x_s + kChunk * kPrepThreads;                    // [64] beta
+  float* eG_s = b_s + kChunk;                                  // [64] e^{G_t}
+  float* eL_s = eG_s + kChunk;                                 // [64] e^{G_last - G_t}
+  const int64_t c = blockIdx.x, h = blockIdx.y, nc = gridDim.x;
+  const int64_t t0 = c * kChunk;
+  const int64_t L = min(int64_t(kChunk), T - t0);
+  const int tid = threadIdx.x;
+  const int64_t blk = c * H + h;
+
+  if (tid == 0) {
+    double cum = 0.0;  // padded tokens: g = 0, so G stays at the last real token's value
+    for (int t = 0; t < kChunk; ++t) {
+      if (t < L) cum += double(g[(t0 + t) * H + h]);
+      G_s[t] = cum;
+    }
+  }
+  if (tid < kChunk) b_s[tid] = tid < L ? beta[(t0 + tid) * H + h] : 0.0f;
+  const int dki = int(dk);
+  for (int i = tid; i < kChunk * dki; i += blockDim.x) {
+    const int t = i / dki, d = i - t * dki;
+    const bool ok = t < L;
+    const int64_t off = ok ? ((t0 + t) * H + h) * dk + d : 0;
+    detail::cp_async4(k_s + t * (dk + 1) + d, k + off, ok);
+    detail::cp_async4(q_s + t * (dk + 1) + d, q + off, ok);
+  }
+  detail::cp_async_commit();
+  detail::cp_async_wait<0>();
+  __syncthreads();
+  if (tid < kChunk) {
+    eG_s[tid] = float(exp(G_s[tid]));
+    eL_s[tid] = float(exp(G_s[kChunk - 1] - G_s[tid]));
+    work.E[(blk * kChunk + tid) * 2] = eG_s[tid];
+    work.E[(blk * kChunk + tid) * 2 + 1] = eL_s[tid];
+  }
+  float* P = work.P + blk * kChunk * kChunk;
+  for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x) {
+    const int t = idx / kChunk, j = idx % kChunk;
+    float mval = 0.0f, pval = 0.0f;
+    if (j <= t) {
+      const float* kt = k_s + t * (dk + 1);
+      const float* qt = q_s + t * (dk + 1);
+      const float* kj = k_s + j * (dk + 1);
+      float kk = 0.0f, qk = 0.0f;
+      for (int64_t d = 0; d < dk; ++d) {
+        kk += kt[d] * kj[d];
+        qk += qt[d] * kj[d];
+      }
+      const float decay = float(exp(G_s[t] - G_s[j]));
+      pval = decay * qk;
+      if (j < t) mval = b_s[t] * decay * kk;
+    }
+    M_s[t * (kChunk + 1) + j] = mval;
+    P[idx] = pval;
+  }
+  __syncthreads();
+  // Forward substitution, one column per thread: columns < dk give W, the rest U.
+  float* x = x_s + tid;
+  for (int64_t c0 = 0; c0 < dk + dv; c0 += blockDim.x) {
+    const int64_t col = c0 + tid;
+    if (col >= dk + dv) break;
+    if (col < dk) {
+      for (int t = 0; t < kChunk; ++t) x[t * kPrepThreads] = b_s[t] * eG_s[t] * k_s[t * (dk + 1) + col];
+    } else {
+      for (int t = 0; t < kChunk; ++t)
+        x[t * kPrepThreads] = t < L ? b_s[t] * v[((t0 + t) * H + h) * dv + (col - dk)] : 0.0f;
+    }
+    for (int t = 1; t < kChunk; ++t) {
+      const float* Mt = M_s + t * (kChunk + 1);
+      float acc = x[t * kPrepThreads];
+      for (int j = 0; j < t; ++j) acc -= Mt[j] * x[j * kPrepThreads];
+      x[t * kPrepThreads] = acc;
+    }
+    if (col < dk) {
+      float* Wb = work.W + blk * kChunk * dk;
+      for (int t = 0; t < kChunk; ++t) Wb[t * dk + col] = x[t * kPrepThreads];
+    } else {
+      float* Ub = work.U + blk * kChunk * dv;
+      for (int t = 0; t < kChunk; ++t) Ub[t * dv + (col - dk)] = x[t * kPrepThreads];
+    }
+  }
+  (void)nc;
+}
+
+// ---- chunked, phase 2: the state pass ---------------------------------------------------------------
+// Block = (head, 32 value columns), 256 threads as a 32 x 8 grid of 2x4 micro-tiles. The state
+// slice S[dk, 32] stays in shared memory across all chunks. A chunk's inputs (W, q, k, P, U, E)
+// arrive by asynchronous copies, the next chunk's in flight while this one computes when two
+// stages fit in shared memory.
+constexpr int kCols = 32;
+constexpr int kStateThreads = 256;
+
+struct StageLayout {
+  int64_t w, q, k, p, u, e, size;  // float offsets inside one stage, and its size
+};
+__host__ __device__ inline StageLayout stage_layout(int64_t dk) {
+  StageLayout l{};
+  const int64_t rs = dk + 1;  // odd row stride: rows 2 apart fall in different banks
+  l.w = 0;
+  l.q = l.w + kChunk * rs;
+  l.k = l.q + kChunk * rs;
+  l.p = l.k + kChunk * rs;
+  l.u = l.p + kChunk * (kChunk + 1);
+  l.e = l.u + kChunk * kCols;
+  l.size = (l.e + 2 * kChunk + 3) / 4 * 4;
+  return l;
+}
+size_t state_smem(int64_t dk, int stages) {
+  return sizeof(float) * size_t(dk * kCols + kChunk * kCols + stages * stage_layout(dk).size);
+}
+
+__global__ void __launch_bounds__(kStateThreads) gdn_state_kernel(const float* __restrict__ q,
+                                                                  const float* __restrict__ k, int64_t T, int64_t H,
+                                                                  int64_t dk, int64_t dv, int stages, ChunkWork work,
+                                                                  float* __restrict__ S, float* __restrict__ o) {
+  extern __shared__ float sm[];
+  float* S_s = sm;                   // [dk][32]
+  float* D_s = S_s + dk * kCols;     // [64][32] delta
+  float* stage0 = D_s + kChunk * kCols;
+  const StageLayout lay = stage_layout(dk);
+  const int64_t rs = dk + 1;
+  const int64_t h = blockIdx.y;
+  const int64_t c0 = int64_t(blockIdx.x) * kCols;
+  const int tid = threadIdx.x, ty = tid / 8, tx = tid % 8;
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  float* Sh = S + h * dk * dv;
+
+  auto load_chunk = [&](int64_t c, float* st) {
+    const int64_t blk = c * H + h, t0 = c * kChunk;
+    const int64_t L = min(int64_t(kChunk), T - t0);
+    const float* W = work.W + blk * kChunk * dk;
+    const int dki = int(dk);  // 32-bit index math: a 64-bit division per element costs ~100 instructions
+    for (int i = tid; i < kChunk * dki; i += blockDim.x) {
+      const int t = i / dki, d = i - t * dki;
+      const bool ok = t < L;
+      const int64_t g = ok ? ((t0 + t) * H + h) * dk + d : 0;
+      detail::cp_async4(st + lay.w + t * rs + d, W + i, true);
+      detail::cp_async4(st + lay.q + t * rs + d, q + g, ok);
+      detail::cp_async4(st + lay.k + t * rs + d, k + g, ok);
+    }
+    const float* P = work.P + blk * kChunk * kChunk;
+    for (int i = tid; i < kChunk * kChunk; i += blockDim.x)
+      detail::cp_async4(st + lay.p + (i / kChunk) * (kChunk + 1) + i % kChunk, P + i, true);
+    const float* U = work.U + blk * kChunk * dv;
+    for (int i = tid; i < kChunk * kCols; i += blockDim.x) {
+      const int t = i / kCols, cc = i % kCols;
+      const bool ok = c0 + cc < dv;
+      detail::cp_async4(st + lay.u + i, U + (ok ? t * dv + c0 + cc : 0), ok);
+    }
+    const float* E = work.E + blk * kChunk * 2;
+    for (int i = tid; i < 2 * kChunk; i += blockDim.x) detail::cp_async4(st + lay.e + i, E + i, true);
+    detail::cp_async_commit();
+  };
+
+  for (int64_t i = tid; i < dk * kCols; i += blockDim.x) {
+    const int64_t r = i / kCols, cc = i % kCols;
+    S_s[i] = c0 + cc < dv ? Sh[r * dv + c0 + cc] : 0.0f;
+  }
+  load_chunk(0, stage0);
+
+  for (int64_t c = 0; c < nc; ++c) {
+    float* st = stage0 + (stages == 2 ? (c & 1) : 0) * lay.size;
+    if (stages == 2 && c + 1 < nc) {
+      load_chunk(c + 1, stage0 + ((c + 1) & 1) * lay.size);  // released by the last barrier of chunk c-1
+      detail::cp_async_wait<1>();
+    } else {
+      detail::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int64_t t0 = c * kChunk;
+    const int64_t L = min(int64_t(kChunk), T - t0);
+    const float* W_s = st + lay.w;
+    const float* Q_s = st + lay.q;
+    const float* K_s = st + lay.k;
+    const float* P_s = st + lay.p;
+    const float* U_s = st + lay.u;
+    const float* E_s = st + lay.e;
+    const int r0 = ty * 2;  // this thread's rows r0, r0+1 and columns tx*4 .. tx*4+3
+
+    // delta = U - W S0
+    float acc[2][4];
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int b = 0; b < 4; ++b) acc[a][b] = U_s[(r0 + a) * kCols + tx * 4 + b];
+    for (int64_t i = 0; i < dk; ++i) {
+      const float4 sb = *reinterpret_cast<const float4*>(S_s + i * kCols + tx * 4);
+      const float x0 = W_s[r0 * rs + i], x1 = W_s[(r0 + 1) * rs + i];
+      acc[0][0] -= x0 * sb.x, acc[0][1] -= x0 * sb.y, acc[0][2] -= x0 * sb.z, acc[0][3] -= x0 * sb.w;
+      acc[1][0] -= x1 * sb.x, acc[1][1] -= x1 * sb.y, acc[1][2] -= x1 * sb.z, acc[1][3] -= x1 * sb.w;
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+      *reinterpret_cast<float4*>(D_s + (r0 + a) * kCols + tx * 4) = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
+    __syncthreads();  // D_s complete
+
+    // o = e^{G_t} q_t S0 + sum_{j<=t} P[t][j] delta_j
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int b = 0; b < 4; ++b) acc[a][b] = 0.0f;
+    for (int64_t i = 0; i < dk; ++i) {
+      const float4 sb = *reinterpret_cast<const float4*>(S_s + i * kCols + tx * 4);
+      const float x0 = Q_s[r0 * rs + i], x1 = Q_s[(r0 + 1) * rs + i];
+      acc[0][0] += x0 * sb.x, acc[0][1] += x0 * sb.y, acc[0][2] += x0 * sb.z, acc[0][3] += x0 * sb.w;
+      acc[1][0] += x1 * sb.x, acc[1][1] += x1 * sb.y, acc[1][2] += x1 * sb.z, acc[1][3] += x1 * sb.w;
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      const float eG = E_s[(r0 + a) * 2];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) acc[a][b] *= eG;
+    }
+    for (int j = 0; j <= r0 + 1; ++j) {  // P is lower triangular
+      const float4 db = *reinterpret_cast<const float4*>(D_s + j * kCols + tx * 4);
+      const float p0 = P_s[r0 * (kChunk + 1) + j], p1 = P_s[(r0 + 1) * (kChunk + 1) + j];
+      acc[0][0] += p0 * db.x, acc[0][1] += p0 * db.y, acc[0][2] += p0 * db.z, acc[0][3] += p0 * db.w;
+      acc[1][0] += p1 * db.x, acc[1][1] += p1 * db.y, acc[1][2] += p1 * db.z, acc[1][3] += p1 * db.w;
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      const int64_t t = r0 + a;
+      if (t >= L) continue;
+      float* orow = o + ((t0 + t) * H + h) * dv;
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+        if (c0 + tx * 4 + b < dv) orow[c0 + tx * 4 + b] = acc[a][b];
+    }
+    __syncthreads();  // every read of S0 done
+
+    // S = e^{G_last} S0 + sum_t e^{G_last - G_t} k_t delta_t^T (rows ib + r0, ib + r0 + 1)
+    const float gL = E_s[(kChunk - 1) * 2];
+    for (int64_t ib = 0; ib < dk; ib += 2 * (kStateThreads / 8)) {
+      const int64_t i0 = ib + r0;
+      if (i0 >= dk) break;
+      const bool two = i0 + 1 < dk;
+      float sacc[2][4];
+      {
+        const float4 s0 = *reinterpret_cast<const float4*>(S_s + i0 * kCols + tx * 4);
+        sacc[0][0] = gL * s0.x, sacc[0][1] = gL * s0.y, sacc[0][2] = gL * s0.z, sacc[0][3] = gL * s0.w;
+        const float4 s1 = two ? *reinterpret_cast<const float4*>(S_s + (i0 + 1) * kCols + tx * 4) : make_float4(0, 0, 0, 0);
+        sacc[1][0] = gL * s1.x, sacc[1][1] = gL * s1.y, sacc[1][2] = gL * s1.z, sacc[1][3] = gL * s1.w;
+      }
+      for (int t = 0; t < kChunk; ++t) {
+        const float4 db = *reinterpret_cast<const float4*>(D_s + t * kCols + tx * 4);
+        const float eL = E_s[t * 2 + 1];
+        const float k0 = eL * K_s[t * rs + i0], k1 = two ? eL * K_s[t * rs + i0 + 1] : 0.0f;
+        sacc[0][0] += k0 * db.x, sacc[0][1] += k0 * db.y, sacc[0][2] += k0 * db.z, sacc[0][3] += k0 * db.w;
+        sacc[1][0] += k1 * db.x, sacc[1][1] += k1 * db.y, sacc[1][2] += k1 * db.z, sacc[1][3] += k1 * db.w;
+      }
+      *reinterpret_cast<float4*>(S_s + i0 * kCols + tx * 4) = make_float4(sacc[0][0], sacc[0][1], sacc[0][2], sacc[0][3]);
+      if (two)
+        *reinterpret_cast<float4*>(S_s + (i0 + 1) * kCols + tx * 4) =
+            make_float4(sacc[1][0], sacc[1][1], sacc[1][2], sacc[1][3]);
+    }
+    __syncthreads();  // S_s updated; this stage's buffers released
+    if (stages == 1 && c + 1 < nc) load_chunk(c + 1, stage0);
+  }
+  for (int64_t i = tid; i < dk * kCols; i += blockDim.x) {
+    const int64_t r = i / kCols, cc = i % kCols;
+    if (c0 + cc < dv) Sh[r * dv + c0 + cc] = S_s[i];
+  }
+}
+
+}  // namespace
+
+void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
+                   int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
+  JETLM_ASSERT(dk >= 1 && dk <= kGdnRecurrentMaxDk && dv >= 1 && H >= 1 && H <= 65535, "gdn_recurrent: dk <= 1024");
+  if (T == 0) return;
+  const int warps = int((dk + 31) / 32);
+  const size_t smem = sizeof(float) * size_t(4 * warps * 32);
+  const dim3 grid(unsigned((dv + 31) / 32), unsigned(H));
+  gdn_recurrent_kernel<<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, T, H, dk, dv, S, o);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void gdn_chunked(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
+                 int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
+  JETLM_ASSERT(dk >= 1 && dv >= 1 && H >= 1 && H <= 65535);
+  if (T == 0) return;
+  const size_t smem1 = prep_smem(dk);
+  const int stages = state_smem(dk, 2) <= detail::max_shared_per_block() ? 2 : 1;
+  const size_t smem2 = state_smem(dk, stages);
+  if (dk > kGdnChunkedMaxDk || std::max(smem1, smem2) > detail::max_shared_per_block()) {
+    gdn_recurrent(q, k, v, g, beta, T, H, dk, dv, S, o);  // the same function, token by token
+    return;
+  }
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  JETLM_ASSERT(nc < (int64_t(1) << 31));
+  const size_t per = size_t(nc * H * kChunk);
+  ChunkWork work;
+  work.W = static_cast<float*>(detail::workspace(4, sizeof(float) * per * size_t(dk)));
+  work.U = static_cast<float*>(detail::workspace(5, sizeof(float) * per * size_t(dv)));
+  work.P = static_cast<float*>(detail::workspace(6, sizeof(float) * per * kChunk));
+  work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
+  static size_t configured1 = 0, configured2 = 0;
+  if (smem1 > configured1) {
+    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem1)));
+    configured1 = smem1;
+  }
+  if (smem2 > configured2) {
+    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem2)));
+    configured2 = smem2;
+  }
+  gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
+                                                                                     work);
+  JETLM_CUDA_CHECK_LAUNCH();
+  gdn_state_kernel<<<dim3(unsigned((dv + kCols - 1) / kCols), unsigned(H)), kStateThreads, smem2, stream()>>>(
+      q, k, T, H, dk, dv, stages, work, S, o);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace jetlm::cuda

@@ -1,0 +1,281 @@
+// matmul: y[T, N] = x[T, K] W^T (+ bias), W row-major [N, K] on the device.
+//  - T <= kGemvMaxT: GEMV kernel, one warp per weight row, 16-byte streaming loads of the weights,
+//    float32 activations, float32 accumulation (decode is bound by reading the weights once).
+//  - larger T: cuBLAS GemmEx. f32 weights: pure float32. bf16/f16 weights: the activations are
+//    rounded to the weight type, float32 accumulation. q8: a block of rows is dequantized to
+//    bf16 into scratch, then the bf16 path.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/cuda_common.h"
+#include "core/error.h"
+
+namespace jetlm::cuda {
+
+using detail::blocks_for;
+
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// 16 bytes of weights -> float32 values (8 for bf16/f16, 4 for f32, 16 for int8).
+template <typename WT> struct Vec;
+template <> struct Vec<float> {
+  static constexpr int n = 4;
+  __device__ static void unpack(uint4 w, float* out) {
+    out[0] = __uint_as_float(w.x); out[1] = __uint_as_float(w.y);
+    out[2] = __uint_as_float(w.z); out[3] = __uint_as_float(w.w);
+  }
+};
+template <> struct Vec<__nv_bfloat16> {
+  static constexpr int n = 8;
+  __device__ static void unpack(uint4 w, float* out) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = __uint_as_float(words[i] << 16);
+      out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+    }
+  }
+};
+template <> struct Vec<__half> {
+  static constexpr int n = 8;
+  __device__ static void unpack(uint4 w, float* out) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __half2 h2 = *reinterpret_cast<const __half2*>(&words[i]);
+      const float2 f = __half22float2(h2);
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  }
+};
+template <> struct Vec<int8_t> {
+  static constexpr int n = 16;
+  __device__ static void unpack(uint4 w, float* out) {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = float(int8_t((words[i] >> (8 * b)) & 0xff));
+  }
+};
+
+template <typename WT> __device__ __forceinline__ float scalar_weight(const WT* w, int64_t i);
+template <> __device__ __forceinline__ float scalar_weight(const float* w, int64_t i) { return w[i]; }
+template <> __device__ __forceinline__ float scalar_weight(const __nv_bfloat16* w, int64_t i) { return __bfloat162float(w[i]); }
+template <> __device__ __forceinline__ float scalar_weight(const __half* w, int64_t i) { return __half2float(w[i]); }
+template <> __device__ __forceinline__ float scalar_weight(const int8_t* w, int64_t i) { return float(w[i]); }
+
+__device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, int64_t blocks, int64_t col) {
+  return __half2float(__ushort_as_half(scales[row * blocks + col / kQ8Block]));
+}
+
+// One warp per ROWS weight rows: y[t, r] = sum_c x[t, c] W[r, c] for t < NT. Each activation
+// load serves ROWS rows (the activations come from L1, whose bandwidth, not HBM, limits NT > 1
+// with one row per warp). `vec`: rows 16-byte aligned and K a multiple of the vector width, so
+// the weights stream in 16-byte loads, 8 in flight per lane.
+template <typename WT, int NT, int ROWS>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
+            const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec) {
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32) * ROWS;
+  const int lane = threadIdx.x % 32;
+  if (r0 >= N) return;
+  constexpr bool kQ8 = std::is_same_v<WT, int8_t>;
+  const int64_t q8b = (K + kQ8Block - 1) / kQ8Block;
+  const WT* wr[ROWS];
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i) wr[i] = W + min(r0 + i, N - 1) * K;  // rows past N: computed, not stored
+  float acc[ROWS][NT];
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
+  if (vec) {
+    constexpr int V = Vec<WT>::n;
+    constexpr int kUnroll = ROWS >= 4 ? 2 : 8 / ROWS;
+    const int64_t nvec = K / V;
+    for (int64_t v0 = lane; v0 < nvec; v0 += 32 * kUnroll) {
+      uint4 w[kUnroll][ROWS];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i)
+          if (v0 + 32 * u < nvec) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t v = v0 + 32 * u;
+        if (v >= nvec) break;
+        const int64_t c0 = v * V;
+        float wf[ROWS][V];
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) {
+          Vec<WT>::unpack(w[u][i], wf[i]);
+          if constexpr (kQ8) {
+            const float s = q8_scale(scales, min(r0 + i, N - 1), q8b, c0);
+#pragma unroll
+            for (int j = 0; j < V; ++j) wf[i][j] *= s;
+          }
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const float4* xv = reinterpret_cast<const float4*>(x + t * K + c0);
+#pragma unroll
+          for (int j = 0; j < V / 4; ++j) {
+            const float4 xx = __ldg(xv + j);
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i)
+              acc[i][t] += wf[i][4 * j] * xx.x + wf[i][4 * j + 1] * xx.y + wf[i][4 * j + 2] * xx.z + wf[i][4 * j + 3] * xx.w;
+          }
+        }
+      }
+    }
+  } else {
+    for (int64_t c = lane; c < K; c += 32) {
+      float w[ROWS];
+#pragma unroll
+      for (int i = 0; i < ROWS; ++i) {
+        w[i] = scalar_weight(wr[i], c);
+        if constexpr (kQ8) w[i] *= q8_scale(scales, min(r0 + i, N - 1), q8b, c);
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const float xx = __ldg(x + t * K + c);
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) acc[i][t] += w[i] * xx;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float s = warp_sum(acc[i][t]);
+      if (lane == 0 && r0 + i < N) y[t * N + r0 + i] = s + (bias ? bias[r0 + i] : 0.0f);
+    }
+}
+
+template <typename WT, int NT>
+void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, float* y) {
+  constexpr int V = Vec<WT>::n;
+  const bool vec = W.cols % V == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
+                   (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  // One row per warp for a single token on matrices too small to fill the GPU with 4-row warps.
+  if constexpr (NT == 1) {
+    if (W.rows < 4 * 32 * detail::sm_count()) {
+      gemv_kernel<WT, 1, 1><<<blocks_for(W.rows, kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream()>>>(
+          x, W.rows, W.cols, static_cast<const WT*>(W.data), W.scales, bias, y, vec);
+      JETLM_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
+  {
+    gemv_kernel<WT, NT, 4><<<blocks_for(W.rows, 4 * kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream()>>>(
+        x, W.rows, W.cols, static_cast<const WT*>(W.data), W.scales, bias, y, vec);
+  }
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename WT>
+void launch_gemv(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+  switch (T) {
+    case 1: return launch_gemv_t<WT, 1>(x, W, bias, y);
+    case 2: return launch_gemv_t<WT, 2>(x, W, bias, y);
+    case 3: return launch_gemv_t<WT, 3>(x, W, bias, y);
+    case 4: return launch_gemv_t<WT, 4>(x, W, bias, y);
+    case 5: return launch_gemv_t<WT, 5>(x, W, bias, y);
+    case 6: return launch_gemv_t<WT, 6>(x, W, bias, y);
+    case 7: return launch_gemv_t<WT, 7>(x, W, bias, y);
+    case 8: return launch_gemv_t<WT, 8>(x, W, bias, y);
+    default: JETLM_ASSERT(false, "GEMV is for T <= kGemvMaxT");
+  }
+}
+static_assert(kGemvMaxT == 8);
+
+template <typename HT>
+__global__ void to_half_kernel(const float* __restrict__ x, int64_t n, HT* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    if constexpr (std::is_same_v<HT, __half>) out[i] = __float2half_rn(x[i]);
+    else out[i] = __float2bfloat16_rn(x[i]);
+  }
+}
+
+__global__ void dequant_q8_kernel(const int8_t* __restrict__ W, const uint16_t* __restrict__ scales, int64_t rows,
+                                  int64_t K, __nv_bfloat16* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * K) return;
+  const int64_t r = i / K, c = i % K;
+  out[i] = __float2bfloat16_rn(float(W[i]) * q8_scale(scales, r, (K + kQ8Block - 1) / kQ8Block, c));
+}
+
+__global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int64_t N, float* __restrict__ y) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < T * N) y[i] = bias[i % N];
+}
+
+// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T as column-major Y^T = W (K x N)^T X^T.
+void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, bool accumulate,
+          float* y, int64_t ldc) {
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  JETLM_CUBLAS_CHECK(cublasGemmEx(detail::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W, type,
+                                  int(K), x, type, int(K), &beta, y, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
+               (W.dtype == DType::I8 && W.scales != nullptr), "matmul: unsupported weight dtype");
+  JETLM_ASSERT(W.rows > 0 && W.cols > 0 && T >= 0);
+  if (T == 0) return;
+  if (T <= kGemvMaxT) {
+    switch (W.dtype) {
+      case DType::F32: return launch_gemv<float>(x, T, W, bias, y);
+      case DType::BF16: return launch_gemv<__nv_bfloat16>(x, T, W, bias, y);
+      case DType::F16: return launch_gemv<__half>(x, T, W, bias, y);
+      default: return launch_gemv<int8_t>(x, T, W, bias, y);
+    }
+  }
+  const int64_t N = W.rows, K = W.cols;
+  JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
+  if (bias) {
+    bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, y);
+    JETLM_CUDA_CHECK_LAUNCH();
+  }
+  if (W.dtype == DType::F32) return gemm(x, W.data, CUDA_R_32F, T, N, K, bias != nullptr, y, N);
+  // Half-precision operands: x rounded to the weight type once.
+  void* xh = detail::workspace(0, size_t(T * K) * 2);
+  if (W.dtype == DType::F16) {
+    to_half_kernel<__half><<<blocks_for(T * K, 256), 256, 0, stream()>>>(x, T * K, static_cast<__half*>(xh));
+  } else {
+    to_half_kernel<__nv_bfloat16><<<blocks_for(T * K, 256), 256, 0, stream()>>>(x, T * K,
+                                                                                static_cast<__nv_bfloat16*>(xh));
+  }
+  JETLM_CUDA_CHECK_LAUNCH();
+  if (W.dtype != DType::I8)
+    return gemm(xh, W.data, W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF, T, N, K, bias != nullptr, y, N);
+  // q8: dequantize blocks of rows (about 32 MB of bf16 at a time) and multiply each.
+  const int64_t block_rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(16) << 20) / K));
+  auto* wb = static_cast<__nv_bfloat16*>(detail::workspace(1, size_t(block_rows * K) * 2));
+  for (int64_t r0 = 0; r0 < N; r0 += block_rows) {
+    const int64_t rows = std::min(block_rows, N - r0);
+    dequant_q8_kernel<<<blocks_for(rows * K, 256), 256, 0, stream()>>>(
+        static_cast<const int8_t*>(W.data) + r0 * K, W.scales + r0 * q8_blocks(K), rows, K, wb);
+    JETLM_CUDA_CHECK_LAUNCH();
+    gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias != nullptr, y + r0, N);
+  }
+}
+
+}  // namespace jetlm::cuda

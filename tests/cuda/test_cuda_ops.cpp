@@ -1,0 +1,352 @@
+// CUDA op harness: every jetlm::cuda op against its ref:: oracle (float64) on random inputs of
+// many shapes: odd sizes, GQA ratios, windows, offsets, chunk boundaries, strong decays.
+// Outputs are poisoned with NaN before each run, so an unwritten element fails the comparison.
+// Without a GPU every test is skipped with the reason (CI has no GPU).
+//
+// Tolerances (normalised error max|a-b| / max|b|, test_util.h):
+//   kTolF32  = 1e-5  element-wise and row ops, rope (float32 arithmetic)
+//   kTolAcc  = 1e-4  float32 reductions over long sums: GEMV/SGEMM, attention, gated delta rule
+//   kTolHalf = 1e-2  GEMMs whose activations are rounded to bf16/f16 (T > kGemvMaxT)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/ops_cuda.h"
+#include "backend/ops.h"
+#include "backend/quantize.h"
+#include "core/error.h"
+#include "core/dtype.h"
+#include "test_util.h"
+
+namespace jetlm {
+namespace {
+
+using test::normalized_error;
+using test::random_vector;
+
+constexpr double kTolF32 = 1e-5;
+constexpr double kTolAcc = 1e-4;
+constexpr double kTolHalf = 1e-2;
+
+// The largest normalised error seen per op (and its tolerance), printed after all tests.
+std::map<std::string, std::pair<double, double>>& error_table() {
+  static std::map<std::string, std::pair<double, double>> table;
+  return table;
+}
+double record(const std::string& op, double err, double tol) {
+  auto& entry = error_table()[op];
+  entry.first = std::max(entry.first, std::isnan(err) ? INFINITY : err);
+  entry.second = tol;
+  return err;
+}
+class ErrorTablePrinter : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (error_table().empty()) return;
+    std::printf("\n%-28s %12s %10s\n", "op", "max error", "tolerance");
+    for (const auto& [op, e] : error_table()) std::printf("%-28s %12.3g %10.0e\n", op.c_str(), e.first, e.second);
+  }
+};
+const auto* const g_printer = ::testing::AddGlobalTestEnvironment(new ErrorTablePrinter);
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda::available(&why)) GTEST_SKIP() << "CUDA op tests skipped: " << why;
+  }
+};
+
+// Device copy of a host vector, and a NaN-poisoned device output.
+template <typename T>
+cuda::Buffer<T> dev(const std::vector<T>& host) {
+  return cuda::Buffer<T>(host.data(), host.size());
+}
+cuda::Buffer<float> poisoned(size_t n) {
+  cuda::Buffer<float> b(n);
+  cuda::fill_bytes(b.data(), 0xff, n * sizeof(float));  // 0xffffffff is a NaN
+  return b;
+}
+std::vector<float> host(const cuda::Buffer<float>& b) {
+  std::vector<float> out(b.size());
+  cuda::synchronize();
+  b.download(out.data(), out.size());
+  return out;
+}
+
+struct StoredMatrix {
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  std::vector<std::unique_ptr<uint8_t[]>> q8;
+  Matrix view;
+};
+
+StoredMatrix make_matrix(std::mt19937& rng, int64_t rows, int64_t cols, DType dtype) {
+  StoredMatrix m;
+  std::vector<float> values = random_vector(rng, size_t(rows * cols));
+  if (dtype == DType::F32) {
+    m.full = values;
+    m.view = Matrix{m.full.data(), dtype, rows, cols};
+  } else {
+    const DType stored = dtype == DType::I8 ? DType::BF16 : dtype;
+    for (float x : values) m.half.push_back(stored == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x));
+    m.view = Matrix{m.half.data(), stored, rows, cols};
+    if (dtype == DType::I8) m.view = quantize_matrix_q8(m.view, m.q8);
+  }
+  return m;
+}
+
+TEST_F(CudaOps, Matmul) {
+  std::mt19937 rng(1);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {64, 1536}, {300, 256}};
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::I8})
+    for (int64_t T : {1, 2, 3, 8, 9, 64, 200})
+      for (auto [rows, cols] : shapes) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+        cuda::MatrixBuffer Wd = cuda::upload(W.view);
+        std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+        auto xd = dev(x), biasd = dev(bias);
+        std::vector<float> b(size_t(T * rows));
+        for (bool with_bias : {false, true}) {
+          auto yd = poisoned(size_t(T * rows));
+          cuda::matmul(xd.data(), T, Wd.view, with_bias ? biasd.data() : nullptr, yd.data());
+          ref::matmul(x.data(), T, W.view, with_bias ? bias.data() : nullptr, b.data());
+          const bool half_acts = T > cuda::kGemvMaxT && dtype != DType::F32;
+          EXPECT_LT(record(std::string("matmul ") + dtype_name(dtype) + (half_acts ? " gemm" : " gemv"), normalized_error(host(yd), b), half_acts ? kTolHalf : kTolAcc), half_acts ? kTolHalf : kTolAcc)
+              << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols << (with_bias ? " bias" : "");
+        }
+      }
+}
+
+TEST_F(CudaOps, Embedding) {
+  std::mt19937 rng(2);
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::I8}) {
+    StoredMatrix E = make_matrix(rng, 50, 33, dtype);
+    cuda::MatrixBuffer Ed = cuda::upload(E.view);
+    const std::vector<int32_t> ids = {0, 49, 7, 7, 13};
+    auto idsd = dev(ids);
+    auto outd = poisoned(ids.size() * 33);
+    std::vector<float> b(ids.size() * 33);
+    cuda::embedding(idsd.data(), int64_t(ids.size()), Ed.view, outd.data());
+    ref::embedding(ids.data(), int64_t(ids.size()), E.view, b.data());
+    EXPECT_EQ(host(outd), b) << dtype_name(dtype);
+  }
+}
+
+TEST_F(CudaOps, NormsAndElementwise) {
+  std::mt19937 rng(3);
+  for (int64_t N : {1, 7, 24, 96, 131, 1536})
+    for (int64_t R : {1, 5, 300}) {
+      const std::string what = "R=" + std::to_string(R) + " N=" + std::to_string(N);
+      std::vector<float> x = random_vector(rng, size_t(R * N), -3, 3), w = random_vector(rng, size_t(N), 0.5f, 1.5f);
+      std::vector<float> b(x.size());
+      auto xd = dev(x), wd = dev(w);
+      auto outd = poisoned(x.size());
+      cuda::rmsnorm(xd.data(), R, N, wd.data(), 1e-6f, outd.data());
+      ref::rmsnorm(x.data(), R, N, w.data(), 1e-6f, b.data());
+      EXPECT_LT(record("rmsnorm", normalized_error(host(outd), b), kTolF32), kTolF32) << "rmsnorm " << what;
+      {  // in place (out aliases x)
+        auto yd = dev(x);
+        cuda::rmsnorm(yd.data(), R, N, wd.data(), 1e-6f, yd.data());
+        EXPECT_LT(record("rmsnorm", normalized_error(host(yd), b), kTolF32), kTolF32) << "rmsnorm in place " << what;
+      }
+      {
+        auto yd = dev(x);
+        b = x;
+        cuda::l2norm_rows(yd.data(), R, N, 0.3f);
+        ref::l2norm_rows(b.data(), R, N, 0.3f);
+        EXPECT_LT(record("l2norm_rows", normalized_error(host(yd), b), kTolF32), kTolF32) << "l2norm " << what;
+      }
+      std::vector<float> gate = random_vector(rng, x.size(), -8, 8);
+      auto gated = dev(gate);
+      {
+        auto od = poisoned(x.size());
+        cuda::silu_mul(gated.data(), xd.data(), int64_t(x.size()), od.data());
+        ref::silu_mul(gate.data(), x.data(), int64_t(x.size()), b.data());
+        EXPECT_LT(record("silu_mul", normalized_error(host(od), b), kTolF32), kTolF32) << "silu_mul " << what;
+        auto gd2 = dev(gate);  // out aliases gate
+        cuda::silu_mul(gd2.data(), xd.data(), int64_t(x.size()), gd2.data());
+        EXPECT_LT(record("silu_mul", normalized_error(host(gd2), b), kTolF32), kTolF32) << "silu_mul in place " << what;
+      }
+      {
+        auto yd = dev(gate);
+        b = gate;
+        cuda::silu(yd.data(), int64_t(b.size()));
+        ref::silu(b.data(), int64_t(b.size()));
+        EXPECT_LT(record("silu", normalized_error(host(yd), b), kTolF32), kTolF32) << "silu " << what;
+      }
+      {
+        auto yd = dev(gate);
+        b = gate;
+        cuda::add(yd.data(), xd.data(), int64_t(b.size()));
+        ref::add(b.data(), x.data(), int64_t(b.size()));
+        EXPECT_LT(record("add", normalized_error(host(yd), b), kTolF32), kTolF32) << "add " << what;
+      }
+      for (int64_t H : {1, 3}) {  // gated_rmsnorm over T = R tokens of H heads of dv = N
+        std::vector<float> o = random_vector(rng, size_t(R * H * N)), gt = random_vector(rng, o.size(), -6, 6);
+        auto od = dev(o), gtd = dev(gt);
+        cuda::gated_rmsnorm(od.data(), gtd.data(), R, H, N, wd.data(), 1e-5f);
+        ref::gated_rmsnorm(o.data(), gt.data(), R, H, N, w.data(), 1e-5f);
+        EXPECT_LT(record("gated_rmsnorm", normalized_error(host(od), o), kTolF32), kTolF32) << "gated_rmsnorm H=" << H << " " << what;
+      }
+    }
+  for (int64_t T : {1, 10, 333})
+    for (int64_t H : {1, 3, 12}) {
+      std::vector<float> b_raw = random_vector(rng, size_t(T * H), -30, 30), a_raw = random_vector(rng, size_t(T * H), -30, 30);
+      std::vector<float> A_log = random_vector(rng, size_t(H), -4, 4), dt_bias = random_vector(rng, size_t(H), -5, 5);
+      std::vector<float> beta(size_t(T * H)), g(size_t(T * H));
+      auto brd = dev(b_raw), ard = dev(a_raw), ald = dev(A_log), dtd = dev(dt_bias);
+      auto betad = poisoned(beta.size()), gd = poisoned(g.size());
+      cuda::jet_gates(brd.data(), ard.data(), ald.data(), dtd.data(), T, H, betad.data(), gd.data());
+      ref::jet_gates(b_raw.data(), a_raw.data(), A_log.data(), dt_bias.data(), T, H, beta.data(), g.data());
+      EXPECT_LT(record("jet_gates beta", normalized_error(host(betad), beta), kTolF32), kTolF32) << "jet_gates beta T=" << T << " H=" << H;
+      EXPECT_LT(record("jet_gates g", normalized_error(host(gd), g), kTolF32), kTolF32) << "jet_gates g T=" << T << " H=" << H;
+    }
+}
+
+TEST_F(CudaOps, Rope) {
+  std::mt19937 rng(4);
+  for (int64_t hd : {2, 20, 24, 128})
+    for (int64_t pos0 : {0, 5, 100000, 262000})
+      for (int64_t T : {1, 7, 65}) {
+        std::vector<float> a = random_vector(rng, size_t(T * 3 * hd)), b = a;
+        auto ad = dev(a);
+        cuda::rope(ad.data(), T, 3, hd, pos0, 1e6);
+        ref::rope(b.data(), T, 3, hd, pos0, 1e6);
+        EXPECT_LT(record("rope", normalized_error(host(ad), b), kTolF32), kTolF32) << "hd=" << hd << " pos0=" << pos0 << " T=" << T;
+      }
+}
+
+TEST_F(CudaOps, Attention) {
+  std::mt19937 rng(5);
+  struct Case { int64_t T, S, Hq, Hkv, hd, qpos0, kpos0, window; };
+  const Case cases[] = {
+      {1, 1, 1, 1, 8, 0, 0, 0},        {5, 5, 4, 2, 24, 0, 0, 0},       {3, 40, 6, 2, 20, 37, 0, 0},
+      {17, 17, 4, 1, 24, 0, 0, 7},     {9, 15, 4, 2, 24, 20, 14, 7},    {1, 7, 12, 2, 128, 99, 93, 7},
+      {64, 70, 8, 8, 33, 6, 0, 0},     {10, 12, 4, 4, 16, 2, 0, 1},     {65, 65, 12, 2, 128, 0, 0, 0},
+      {200, 200, 12, 2, 128, 0, 0, 0}, {200, 260, 6, 6, 20, 60, 0, 50}, {64, 64, 2, 1, 96, 0, 0, 33},
+      {7, 300, 12, 2, 128, 293, 0, 0}, {1, 5000, 12, 2, 128, 4999, 0, 0}, {1, 3000, 12, 2, 128, 5000, 2001, 1152},
+      {1, 2048, 16, 2, 256, 2047, 0, 0}, {130, 130, 3, 1, 200, 0, 0, 0}, {1, 9000, 2, 2, 64, 9000, 1, 0},
+  };
+  for (const Case& c : cases) {
+    std::vector<float> q = random_vector(rng, size_t(c.T * c.Hq * c.hd), -2, 2);
+    std::vector<float> k = random_vector(rng, size_t(c.S * c.Hkv * c.hd), -2, 2);
+    std::vector<float> v = random_vector(rng, size_t(c.S * c.Hkv * c.hd));
+    std::vector<float> b(q.size());
+    auto qd = dev(q), kd = dev(k), vd = dev(v);
+    auto od = poisoned(q.size());
+    cuda::attention(qd.data(), kd.data(), vd.data(), c.T, c.S, c.Hq, c.Hkv, c.hd, c.qpos0, c.kpos0, c.window, od.data());
+    ref::attention(q.data(), k.data(), v.data(), c.T, c.S, c.Hq, c.Hkv, c.hd, c.qpos0, c.kpos0, c.window, b.data());
+    EXPECT_LT(record(c.T == 1 ? "attention decode" : "attention", normalized_error(host(od), b), kTolAcc), kTolAcc)
+        << "T=" << c.T << " S=" << c.S << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " hd=" << c.hd << " qpos0=" << c.qpos0
+        << " kpos0=" << c.kpos0 << " window=" << c.window;
+  }
+}
+
+TEST_F(CudaOps, DynamicConv) {
+  std::mt19937 rng(6);
+  for (int64_t K : {1, 2, 4})
+    for (int64_t C : {1, 13, 108, 3072})
+      for (int64_t T : {1, 2, 3, 9, 64}) {
+        std::vector<float> u = random_vector(rng, size_t(T * C)), ker = random_vector(rng, size_t(T * C * K));
+        std::vector<float> s = random_vector(rng, size_t(std::max<int64_t>(K - 1, 1) * C));
+        std::vector<float> b(size_t(T * C));
+        auto ud = dev(u), kd = dev(ker), sd = dev(s);
+        auto vd = poisoned(size_t(T * C));
+        cuda::dconv(ud.data(), kd.data(), T, C, K, sd.data(), vd.data());
+        ref::dconv(u.data(), ker.data(), T, C, K, s.data(), b.data());
+        const std::string what = "K=" + std::to_string(K) + " C=" + std::to_string(C) + " T=" + std::to_string(T);
+        EXPECT_LT(record("dconv", normalized_error(host(vd), b), kTolF32), kTolF32) << what;
+        EXPECT_EQ(host(sd), s) << "state " << what;
+      }
+}
+
+struct GdnInputs {
+  std::vector<float> q, k, v, g, beta, S;
+};
+
+// `strong`: log decays down to -50 per token, mixed with negligible ones (sums reach -1000 per chunk).
+GdnInputs gdn_inputs(std::mt19937& rng, int64_t T, int64_t H, int64_t dk, int64_t dv, bool strong) {
+  GdnInputs in;
+  in.q = random_vector(rng, size_t(T * H * dk));
+  in.k = random_vector(rng, size_t(T * H * dk));
+  ref::l2norm_rows(in.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
+  ref::l2norm_rows(in.k.data(), T * H, dk, 1.0f);
+  in.v = random_vector(rng, size_t(T * H * dv), -2, 2);
+  in.g = random_vector(rng, size_t(T * H), strong ? -50.0f : -0.5f, 0.0f);
+  if (strong)
+    for (size_t i = 0; i < in.g.size(); i += 3) in.g[i] = -1e-3f;
+  in.beta = random_vector(rng, size_t(T * H), 0, 1);
+  in.S = random_vector(rng, size_t(H * dk * dv), -0.5f, 0.5f);
+  return in;
+}
+
+TEST_F(CudaOps, GatedDeltaRule) {
+  std::mt19937 rng(7);
+  struct Case { int64_t T, H, dk, dv; bool strong; };
+  const Case cases[] = {
+      {1, 1, 4, 4, false},     {1, 3, 24, 36, false},    {7, 2, 24, 36, true},     {63, 2, 24, 36, false},
+      {64, 2, 24, 36, true},   {65, 3, 24, 36, false},   {150, 3, 24, 36, true},   {130, 2, 32, 64, false},
+      {200, 1, 13, 7, true},   {1, 12, 96, 256, false},  {64, 2, 96, 256, true},   {200, 2, 96, 256, false},
+      {65, 1, 128, 256, true}, {129, 2, 256, 40, false}, {33, 1, 300, 20, false},  {200, 12, 96, 256, true},
+  };
+  for (const Case& c : cases) {
+    GdnInputs in = gdn_inputs(rng, c.T, c.H, c.dk, c.dv, c.strong);
+    std::vector<float> S_ref = in.S, o_ref(size_t(c.T * c.H * c.dv));
+    ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), c.T, c.H, c.dk, c.dv,
+                       S_ref.data(), o_ref.data());
+    auto qd = dev(in.q), kd = dev(in.k), vd = dev(in.v), gd = dev(in.g), bd = dev(in.beta);
+    const std::string what = "T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " dk=" + std::to_string(c.dk) +
+                             " dv=" + std::to_string(c.dv) + (c.strong ? " strong" : "");
+    for (bool chunked : {false, true}) {
+      auto Sd = dev(in.S);
+      auto od = poisoned(o_ref.size());
+      if (chunked)
+        cuda::gdn_chunked(qd.data(), kd.data(), vd.data(), gd.data(), bd.data(), c.T, c.H, c.dk, c.dv, Sd.data(), od.data());
+      else
+        cuda::gdn_recurrent(qd.data(), kd.data(), vd.data(), gd.data(), bd.data(), c.T, c.H, c.dk, c.dv, Sd.data(), od.data());
+      const char* form = chunked ? "chunked" : "recurrent";
+      EXPECT_LT(record(std::string("gdn_") + form + " o", normalized_error(host(od), o_ref), kTolAcc), kTolAcc) << form << " o " << what;
+      EXPECT_LT(record(std::string("gdn_") + form + " S", normalized_error(host(Sd), S_ref), kTolAcc), kTolAcc) << form << " S " << what;
+    }
+  }
+}
+
+// Prefill in chunks then decode token by token equals one pass (the engine's usage).
+TEST_F(CudaOps, GatedDeltaRulePrefillThenDecode) {
+  std::mt19937 rng(8);
+  const int64_t T = 150, H = 3, dk = 96, dv = 256, T1 = 100;
+  GdnInputs in = gdn_inputs(rng, T, H, dk, dv, true);
+  std::vector<float> S_ref = in.S, o_ref(size_t(T * H * dv));
+  ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), T, H, dk, dv, S_ref.data(),
+                     o_ref.data());
+  auto qd = dev(in.q), kd = dev(in.k), vd = dev(in.v), gd = dev(in.g), bd = dev(in.beta), Sd = dev(in.S);
+  auto od = poisoned(o_ref.size());
+  cuda::gdn_chunked(qd.data(), kd.data(), vd.data(), gd.data(), bd.data(), T1, H, dk, dv, Sd.data(), od.data());
+  for (int64_t t = T1; t < T; ++t)
+    cuda::gdn_recurrent(qd.data() + t * H * dk, kd.data() + t * H * dk, vd.data() + t * H * dv, gd.data() + t * H,
+                        bd.data() + t * H, 1, H, dk, dv, Sd.data(), od.data() + t * H * dv);
+  EXPECT_LT(record("gdn prefill+decode o", normalized_error(host(od), o_ref), kTolAcc), kTolAcc);
+  EXPECT_LT(record("gdn prefill+decode S", normalized_error(host(Sd), S_ref), kTolAcc), kTolAcc);
+}
+
+TEST(CudaDevice, MissingDeviceIsAClearError) {
+  std::string why;
+  if (cuda::available(&why)) {
+    EXPECT_NO_THROW(cuda::require_device());
+    std::printf("device: %s\n", cuda::device_description().c_str());
+  } else {
+    EXPECT_NE(why.find("no CUDA device"), std::string::npos) << why;
+    EXPECT_THROW(cuda::require_device(), Error);
+  }
+}
+
+}  // namespace
+}  // namespace jetlm
