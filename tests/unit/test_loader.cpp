@@ -308,21 +308,19 @@ TEST_F(BadInput, IdsOutOfRange) {
 
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
-  const std::string out = dir_ + "/logits.bin", err = dir_ + "/stderr.txt";
-  auto run = [&](const std::string& args) {
-    const int status = std::system((test::binary_path() + " " + args + " 2> " + err).c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  };
-  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,2,3 --logits-out " + out), 0);
+  const std::string out = dir_ + "/logits.bin";
+  EXPECT_EQ(test::run_cli("forward --model " + dir_ + " --ids 1,2,3 --logits-out " + out).exit_code, 0);
   EXPECT_EQ(fs::file_size(out), 3 * 50 * sizeof(float));
-  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,99 --logits-out " + out), 1);
-  std::string text = read_text_file(err);
-  EXPECT_HAS(text, "jetlm: error: [--ids] token id 99 at position 1 is out of range");
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
-  EXPECT_EQ(run("forward --model " + dir_ + " --ids 1,x --logits-out " + out), 1);
-  EXPECT_HAS(read_text_file(err), "'x' is not an integer");
-  EXPECT_EQ(run("forward --model " + dir_ + "/missing --ids 1 --logits-out " + out), 1);
-  EXPECT_HAS(read_text_file(err), "not a directory");
+  test::CliResult r = test::run_cli("forward --model " + dir_ + " --ids 1,99 --logits-out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "jetlm: error: [--ids] token id 99 at position 1 is out of range");
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = test::run_cli("forward --model " + dir_ + " --ids 1,x --logits-out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "'x' is not an integer");
+  r = test::run_cli("forward --model " + dir_ + "/missing --ids 1 --logits-out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "not a directory");
 }
 
 }  // namespace
