@@ -1,7 +1,6 @@
 // Loader: the released configs parse to the right architecture, tensor list and parameter
 // count; bad files and configs give one clear error naming the file/tensor/field.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
