@@ -23,6 +23,7 @@
 #include "backend/quantize.h"
 #include "core/error.h"
 #include "core/dtype.h"
+#include "gdn_inputs.h"
 #include "test_util.h"
 
 namespace jetlm {
@@ -268,25 +269,8 @@ TEST_F(CudaOps, DynamicConv) {
       }
 }
 
-struct GdnInputs {
-  std::vector<float> q, k, v, g, beta, S;
-};
-
-// `strong`: log decays down to -50 per token, mixed with negligible ones (sums reach -1000 per chunk).
-GdnInputs gdn_inputs(std::mt19937& rng, int64_t T, int64_t H, int64_t dk, int64_t dv, bool strong) {
-  GdnInputs in;
-  in.q = random_vector(rng, size_t(T * H * dk));
-  in.k = random_vector(rng, size_t(T * H * dk));
-  ref::l2norm_rows(in.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
-  ref::l2norm_rows(in.k.data(), T * H, dk, 1.0f);
-  in.v = random_vector(rng, size_t(T * H * dv), -2, 2);
-  in.g = random_vector(rng, size_t(T * H), strong ? -50.0f : -0.5f, 0.0f);
-  if (strong)
-    for (size_t i = 0; i < in.g.size(); i += 3) in.g[i] = -1e-3f;
-  in.beta = random_vector(rng, size_t(T * H), 0, 1);
-  in.S = random_vector(rng, size_t(H * dk * dv), -0.5f, 0.5f);
-  return in;
-}
+using test::GdnInputs;
+using test::gdn_inputs;
 
 TEST_F(CudaOps, GatedDeltaRule) {
   std::mt19937 rng(7);
