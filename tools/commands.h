@@ -4,6 +4,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <vector>
 
 namespace jetlm::cli {
 
@@ -14,5 +15,14 @@ void register_tokenize(CLI::App& app);  // tokenize + detokenize (tools/cmd_toke
 void register_generate(CLI::App& app);  // generate + chat (tools/cmd_generate.cpp)
 void register_random_model(CLI::App& app);  // random-weight checkpoints (tools/cmd_random_model.cpp)
 void register_quantize(CLI::App& app);  // q8 checkpoints (tools/cmd_quantize.cpp)
+
+// Components with their own library (server, data, postnas) register their subcommands from their
+// tools/cmd_*.cpp file with a static registrar, so adding one touches neither main.cpp nor this file:
+//   static const jetlm::cli::CommandRegistrar registrar(register_serve);
+using RegisterFn = void (*)(CLI::App&);
+std::vector<RegisterFn>& registered_commands();
+struct CommandRegistrar {
+  explicit CommandRegistrar(RegisterFn fn) { registered_commands().push_back(fn); }
+};
 
 }  // namespace jetlm::cli

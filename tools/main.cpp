@@ -3,6 +3,13 @@
 #include <exception>
 
 #include "commands.h"
+
+namespace jetlm::cli {
+std::vector<RegisterFn>& registered_commands() {
+  static std::vector<RegisterFn> commands;
+  return commands;
+}
+}  // namespace jetlm::cli
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -15,6 +22,7 @@ int main(int argc, char** argv) {
   jetlm::cli::register_generate(app);
   jetlm::cli::register_random_model(app);
   jetlm::cli::register_quantize(app);
+  for (jetlm::cli::RegisterFn register_command : jetlm::cli::registered_commands()) register_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
