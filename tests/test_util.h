@@ -38,8 +38,12 @@ inline std::vector<float> random_vector(std::mt19937& rng, size_t n, float lo = 
   return v;
 }
 
-// Where the test data lives (set by CMake).
-inline std::string source_dir() { return JETLM_SOURCE_DIR; }
+// Where the test data lives (set by CMake; JETLM_SOURCE_DIR in the environment overrides it, for
+// test binaries carried to another machine).
+inline std::string source_dir() {
+  const char* env = std::getenv("JETLM_SOURCE_DIR");
+  return env && *env ? env : JETLM_SOURCE_DIR;
+}
 inline std::string shared_dir() { return JETLM_SHARED_DIR; }
 inline std::string binary_path() { return JETLM_BINARY; }
 

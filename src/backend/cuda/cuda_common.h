@@ -19,6 +19,8 @@ cublasHandle_t cublas();  // bound to stream() on every call
 // Scratch device memory that stays valid until the next call with the same slot (grows, never
 // shrinks). Slots keep one op's several scratch arrays apart.
 void* workspace(int slot, size_t bytes);
+// Bumped whenever a workspace moves: CUDA graphs captured before then point at freed memory.
+uint64_t workspace_generation();
 int sm_count();
 size_t max_shared_per_block();  // opt-in limit (227 KB on Hopper)
 

@@ -22,11 +22,14 @@ namespace {
 // ---- recurrent ----------------------------------------------------------------------------------
 // Block = (32 value columns) x (ceil(dk/32) warps); warp w keeps rows 32w..32w+31 of its columns
 // of S in registers for all T tokens: the state is read and written once.
-__global__ void __launch_bounds__(1024) gdn_recurrent_kernel(const float* __restrict__ q, const float* __restrict__ k,
+// MaxThreads: 256 (dk <= 256, the usual case: room for the 32 state registers per thread without
+// spills) or 1024 (dk up to 1024, registers capped at 64).
+template <int MaxThreads>
+__global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                              const float* __restrict__ v, const float* __restrict__ g,
                                                              const float* __restrict__ beta, int64_t T, int64_t H,
                                                              int64_t dk, int64_t dv, float* __restrict__ S,
-                                                             float* __restrict__ o) {
+                                                             float* __restrict__ o, const int32_t* __restrict__ slots) {
   extern __shared__ float sm[];
   const int warps = blockDim.x / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -37,14 +40,17 @@ __global__ void __launch_bounds__(1024) gdn_recurrent_kernel(const float* __rest
   const int64_t h = blockIdx.y;
   const int64_t j = int64_t(blockIdx.x) * 32 + lane;
   const bool col_ok = j < dv;
-  float* Sh = S + h * dk * dv;
+  // Batched decode (gridDim.z = B sequences of T tokens each): sequence b owns rows b*T .. b*T+T-1
+  // and its slot's state. (Moving the row pointers instead costs registers and spills.)
+  const int64_t b = blockIdx.z;
+  float* Sh = S + ((slots ? int64_t(slots[b]) : b) * H + h) * dk * dv;
   float st[32];
 #pragma unroll
   for (int r = 0; r < 32; ++r) {
     const int64_t i = int64_t(warp) * 32 + r;
     st[r] = (col_ok && i < dk) ? Sh[i * dv + j] : 0.0f;
   }
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = b * T; t < (b + 1) * T; ++t) {
     __syncthreads();  // k_s/q_s/red of the previous token consumed
     for (int i = threadIdx.x; i < warps * 32; i += blockDim.x) {
       k_s[i] = i < dk ? k[(t * H + h) * dk + i] : 0.0f;
@@ -382,7 +388,25 @@ void gdn_recurrent(const float* q, const float* k, const float* v, const float* 
   const int warps = int((dk + 31) / 32);
   const size_t smem = sizeof(float) * size_t(4 * warps * 32);
   const dim3 grid(unsigned((dv + 31) / 32), unsigned(H));
-  gdn_recurrent_kernel<<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, T, H, dk, dv, S, o);
+  if (warps <= 8)
+    gdn_recurrent_kernel<256><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, T, H, dk, dv, S, o, nullptr);
+  else
+    gdn_recurrent_kernel<1024><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, T, H, dk, dv, S, o, nullptr);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void gdn_step(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t B,
+              int64_t H, int64_t dk, int64_t dv, float* state_pool, const int32_t* slots, float* o) {
+  JETLM_ASSERT(dk >= 1 && dk <= kGdnRecurrentMaxDk && dv >= 1 && H >= 1 && H <= 65535 && B <= 65535,
+               "gdn_step: dk <= 1024");
+  if (B == 0) return;
+  const int warps = int((dk + 31) / 32);
+  const size_t smem = sizeof(float) * size_t(4 * warps * 32);
+  const dim3 grid(unsigned((dv + 31) / 32), unsigned(H), unsigned(B));
+  if (warps <= 8)
+    gdn_recurrent_kernel<256><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, 1, H, dk, dv, state_pool, o, slots);
+  else
+    gdn_recurrent_kernel<1024><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, 1, H, dk, dv, state_pool, o, slots);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -140,4 +140,55 @@ void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const
                int64_t T, int64_t H, float* beta, float* g);
 void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps);
 
+// ---- batched engine ops (engine_ops.cu, gdn.cu): the decode step over B sequences in slots ------
+
+// Where one layer's K/V rows live. Paged (ring == 0): row of (slot, pos) is
+// page_table[slot * pages_per_seq + pos / page_size] * page_size + pos % page_size in k/v
+// [n_pages * page_size, row]. Ring (SWA, ring = W): row slot * W + pos % W in k/v [slots * W, row].
+struct KvLayout {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t row = 0;  // Hkv * hd floats
+  const int32_t* page_table = nullptr;  // device [slots, pages_per_seq]
+  int64_t page_size = 0, pages_per_seq = 0;
+  int64_t ring = 0;
+};
+
+// Per-row sampling parameters (device array, one per sequence). temperature <= 0: greedy.
+struct DeviceSampling {
+  float temperature = 0.0f;
+  int top_k = 0;       // 0: off
+  float top_p = 1.0f;  // 1: off
+  float min_p = 0.0f;  // 0: off
+  uint64_t seed = 0;
+  uint64_t step = 0;   // position of the draw: the same (seed, step) always draws the same token
+};
+
+// x[n] = uniform in [-scale, scale) from a counter-based hash of (seed, i): benchmark caches.
+void fill_uniform(float* x, int64_t n, float scale, uint64_t seed);
+// rope with positions[T] (device) instead of pos0 + t.
+void rope_at(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions, double theta);
+// Writes rows k/v [T, row] to (slots[t] or slot0, positions[t] or pos0 + t).
+void kv_append(const KvLayout& L, const float* k, const float* v, int64_t T, const int32_t* slots, int64_t slot0,
+               const int32_t* positions, int64_t pos0);
+// Reads the rows of positions pos_lo .. pos_lo+n-1 of one slot into contiguous k_out/v_out [n, row].
+void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float* k_out, float* v_out);
+// Decode attention: q [B, Hq, hd], sequence b has lengths[b] keys (its own included) in slot slots[b];
+// o [B, Hq, hd]. Splits of ceil(context_limit / splits) keys run in parallel (a fixed grid for
+// any lengths, so a captured CUDA graph stays valid); GQA group <= 8, hd <= 256.
+int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit);
+void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, const int32_t* lengths, int64_t B,
+                      int64_t Hq, int64_t Hkv, int64_t hd, int64_t window, int64_t context_limit, int splits,
+                      float* o);
+// One dynamic-conv step per sequence: u [B, C], kernel [B, C, K], conv state of sequence b at
+// conv_pool + slots[b] * (K-1) * C (oldest row first), updated in place; v [B, C].
+void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64_t K, float* conv_pool,
+                const int32_t* slots, float* v);
+// One gated-delta-rule step per sequence: q, k [B, H, dk], v, o [B, H, dv], g, beta [B, H]; the
+// state of sequence b is state_pool + slots[b] * H * dk * dv, read and written once, in place.
+void gdn_step(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t B,
+              int64_t H, int64_t dk, int64_t dv, float* state_pool, const int32_t* slots, float* o);
+// out[b] = a token drawn from logits[b, :V] with params[b] (all device pointers).
+void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out);
+
 }  // namespace jetlm::cuda

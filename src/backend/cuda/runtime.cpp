@@ -32,7 +32,10 @@ struct Scratch {
   void* p = nullptr;
   size_t bytes = 0;
 };
-std::vector<Scratch> g_scratch(8);
+std::vector<Scratch> g_scratch(12);
+uint64_t g_workspace_generation = 0;
+void* g_cublas_workspace = nullptr;
+constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
 const cudaDeviceProp& props() {
   static const cudaDeviceProp p = [] {
@@ -55,8 +58,12 @@ cublasHandle_t cublas() {
     JETLM_CUBLAS_CHECK(cublasCreate(&g_cublas));
     // Pure float32 for SGEMM (no TF32 unless the user's environment forces it).
     JETLM_CUBLAS_CHECK(cublasSetMathMode(g_cublas, CUBLAS_DEFAULT_MATH));
+    // A fixed cuBLAS workspace, so GEMMs captured into CUDA graphs never allocate.
+    JETLM_CUDA_CHECK(cudaMalloc(&g_cublas_workspace, kCublasWorkspace));
   }
   JETLM_CUBLAS_CHECK(cublasSetStream(g_cublas, g_stream));
+  // cublasSetStream resets the workspace to cuBLAS's own pool: set ours again every time.
+  JETLM_CUBLAS_CHECK(cublasSetWorkspace(g_cublas, g_cublas_workspace, kCublasWorkspace));
   return g_cublas;
 }
 
@@ -68,8 +75,14 @@ void* workspace(int slot, size_t bytes) {
     if (s.p) JETLM_CUDA_CHECK(cudaFree(s.p));  // synchronises: queued kernels may still use it
     s.bytes = std::max(bytes, s.bytes * 3 / 2);
     JETLM_CUDA_CHECK(cudaMalloc(&s.p, s.bytes));
+    ++g_workspace_generation;
   }
   return s.p;
+}
+
+uint64_t workspace_generation() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_workspace_generation;
 }
 
 int sm_count() { return props().multiProcessorCount; }

@@ -1,0 +1,583 @@
+// CudaModel: the forward composition of model/model.cpp + model/layers.cpp on the GPU, over
+// sequence slots. Same op order and math as the CPU engine; see cuda_model.h for the layout.
+#include "backend/cuda/cuda_model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "backend/cuda/cuda_common.h"
+#include "core/error.h"
+
+namespace jetlm::cuda {
+
+struct CudaModel::DeviceLayer {
+  LayerKind kind = LayerKind::Attn;
+  const float* input_norm = nullptr;
+  const float* post_norm = nullptr;
+  DeviceMatrix gate, up, down;
+  // attn / swa
+  DeviceMatrix q, k, v, o;
+  const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *q_norm = nullptr, *k_norm = nullptr;
+  Buffer<float> kpool, vpool;  // attn: pages; swa: ring per slot
+  // jet
+  DeviceMatrix jq, jk, jv, jb, ja, jg, jo, w1, w2;
+  const float *w2_bias = nullptr, *A_log = nullptr, *dt_bias = nullptr, *o_norm = nullptr;
+  Buffer<float> state;  // [slots, H, dk, dv]
+  Buffer<float> conv;   // [slots, K-1, value_dim]
+};
+
+// Activation buffers for up to `rows` tokens per forward, plus the per-step index arrays.
+struct CudaModel::Scratch {
+  int64_t rows = 0;
+  Buffer<float> x, normed, branch, q, k, v, attn, u, hidden, kernels, vv, b_raw, a_raw, beta, g, o, gate, mlp_gate,
+      mlp_up, logits, kc, vc;
+  Buffer<int32_t> ids, slots, positions, lengths, tokens;
+  Buffer<DeviceSampling> sampling;
+  // Pinned host staging for the per-step arrays (async copies need page-locked memory).
+  int32_t* host_i32 = nullptr;  // [4, max_slots]: ids, slots, positions, lengths
+  DeviceSampling* host_sampling = nullptr;
+  ~Scratch() {
+    if (host_i32) cudaFreeHost(host_i32);
+    if (host_sampling) cudaFreeHost(host_sampling);
+  }
+};
+
+struct CudaModel::Graph {
+  cudaGraphExec_t exec = nullptr;
+  uint64_t generation = 0;
+  ~Graph() {
+    if (exec) cudaGraphExecDestroy(exec);
+  }
+};
+
+namespace {
+
+int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+}  // namespace
+
+CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : config_(model.config()), options_(options) {
+  require_device();
+  const ModelConfig& c = config_;
+  if (options_.max_slots < 1 || options_.max_slots > 65535)
+    throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
+  if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
+  if (options_.page_size < 1) throw_error("page_size", "must be >= 1");
+  if (options_.prefill_chunk < 1 || options_.prefill_chunk > 65535)
+    throw_error("prefill_chunk", "must be in 1..65535, got " + std::to_string(options_.prefill_chunk));
+  if (c.has_kind(LayerKind::Attn) || c.has_kind(LayerKind::Swa)) {
+    if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 8)
+      throw_error("config", "the CUDA decode attention needs n_heads / n_kv_heads <= 8");
+    if (c.head_dim > 256) throw_error("config", "the CUDA attention kernels need head_dim <= 256");
+  }
+  if (c.has_kind(LayerKind::Jet)) {
+    if (c.jet.conv_size > kMaxConvTaps) throw_error("config", "the CUDA dynamic conv needs conv_size <= 16");
+    if (c.jet.head_k_dim > kGdnRecurrentMaxDk) throw_error("config", "the CUDA gated delta rule needs dk <= 1024");
+  }
+
+  JETLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  set_stream(stream_);
+
+  // ---- weights ----
+  const ModelWeights& w = model.weights();
+  auto mat = [&](const Matrix& m) -> DeviceMatrix {
+    if (m.data == nullptr) return {};
+    matrices_.push_back(upload(m));
+    weight_bytes_ += matrices_.back().view.bytes();
+    return matrices_.back().view;
+  };
+  auto vec = [&](const std::vector<float>& v) -> const float* {
+    if (v.empty()) return nullptr;
+    vectors_.emplace_back(v.data(), v.size());
+    weight_bytes_ += int64_t(v.size()) * 4;
+    return vectors_.back().data();
+  };
+  matrices_.reserve(16 + size_t(c.n_layers) * 16);
+  vectors_.reserve(4 + size_t(c.n_layers) * 12);
+  embed_ = mat(w.embed);
+  lm_head_ = c.tie_embeddings ? embed_ : mat(w.lm_head);
+  final_norm_ = vec(w.final_norm);
+
+  const int64_t S = options_.max_slots;
+  pages_per_seq_ = (options_.context_limit + options_.page_size - 1) / options_.page_size;
+  kv_pages_ = options_.kv_pages > 0 ? options_.kv_pages : S * pages_per_seq_;
+  const int64_t kv_row = int64_t(c.n_kv_heads) * c.head_dim;
+  const JetConfig& j = c.jet;
+  layers_.resize(size_t(c.n_layers));
+  for (int il = 0; il < c.n_layers; ++il) {
+    const LayerWeights& L = w.layers[size_t(il)];
+    DeviceLayer& d = layers_[size_t(il)];
+    d.kind = L.kind;
+    d.input_norm = vec(L.input_norm);
+    d.post_norm = vec(L.post_norm);
+    d.gate = mat(L.gate);
+    d.up = mat(L.up);
+    d.down = mat(L.down);
+    if (L.kind == LayerKind::Jet) {
+      d.jq = mat(L.jet.q);
+      d.jk = mat(L.jet.k);
+      d.jv = mat(L.jet.v);
+      d.jb = mat(L.jet.b);
+      d.ja = mat(L.jet.a);
+      d.jg = mat(L.jet.g);
+      d.jo = mat(L.jet.o);
+      d.w1 = mat(L.jet.w1);
+      d.w2 = mat(L.jet.w2);
+      d.w2_bias = vec(L.jet.w2_bias);
+      d.A_log = vec(L.jet.A_log);
+      d.dt_bias = vec(L.jet.dt_bias);
+      d.o_norm = vec(L.jet.o_norm);
+      d.state = Buffer<float>(size_t(S) * j.num_heads * j.head_k_dim * j.head_v_dim);
+      d.conv = Buffer<float>(size_t(S) * std::max(0, j.conv_size - 1) * j.value_dim() + 1);
+      fill_bytes(d.state.data(), 0, d.state.size() * 4);
+      fill_bytes(d.conv.data(), 0, d.conv.size() * 4);
+    } else {
+      d.q = mat(L.attn.q);
+      d.k = mat(L.attn.k);
+      d.v = mat(L.attn.v);
+      d.o = mat(L.attn.o);
+      d.q_bias = vec(L.attn.q_bias);
+      d.k_bias = vec(L.attn.k_bias);
+      d.v_bias = vec(L.attn.v_bias);
+      d.q_norm = vec(L.attn.q_norm);
+      d.k_norm = vec(L.attn.k_norm);
+      const int64_t rows = L.kind == LayerKind::Attn ? kv_pages_ * options_.page_size : S * c.swa_window;
+      try {
+        d.kpool = Buffer<float>(size_t(rows * kv_row));
+        d.vpool = Buffer<float>(size_t(rows * kv_row));
+      } catch (const Error& e) {
+        throw_error("kv cache", "cannot allocate " + std::to_string(2 * rows * kv_row * 4 >> 20) +
+                                    " MiB for layer " + std::to_string(il) +
+                                    " (lower --max-batch / --ctx or set kv_pages): " + e.what());
+      }
+    }
+  }
+  page_table_host_.assign(size_t(S * pages_per_seq_), 0);
+  page_table_ = Buffer<int32_t>(page_table_host_.data(), page_table_host_.size());
+  free_pages_.resize(size_t(kv_pages_));
+  for (int64_t p = 0; p < kv_pages_; ++p) free_pages_[size_t(p)] = int(kv_pages_ - 1 - p);  // pop_back gives 0 first
+  slot_pages_.assign(size_t(S), {});
+  n_past_.assign(size_t(S), 0);
+
+  // ---- scratch ----
+  auto sc = std::make_unique<Scratch>();
+  const int64_t R = std::max<int64_t>(options_.prefill_chunk, S);
+  sc->rows = R;
+  const int64_t D = c.hidden;
+  const int64_t qw = std::max<int64_t>(int64_t(c.n_heads) * c.head_dim, j.key_dim());
+  const int64_t vd = std::max<int64_t>(j.value_dim(), 1);
+  sc->x = Buffer<float>(size_t(R * D));
+  sc->normed = Buffer<float>(size_t(R * D));
+  sc->branch = Buffer<float>(size_t(R * D));
+  sc->q = Buffer<float>(size_t(R * qw));
+  sc->k = Buffer<float>(size_t(R * std::max(kv_row, int64_t(j.key_dim()))));
+  sc->v = Buffer<float>(size_t(R * std::max(kv_row, vd)));
+  sc->attn = Buffer<float>(size_t(R * int64_t(c.n_heads) * c.head_dim + 1));
+  if (c.has_kind(LayerKind::Jet)) {
+    sc->u = Buffer<float>(size_t(R * vd));
+    sc->hidden = Buffer<float>(size_t(R * j.generator_hidden));
+    sc->kernels = Buffer<float>(size_t(R * vd * j.conv_size));
+    sc->vv = Buffer<float>(size_t(R * vd));
+    sc->b_raw = Buffer<float>(size_t(R * j.num_heads));
+    sc->a_raw = Buffer<float>(size_t(R * j.num_heads));
+    sc->beta = Buffer<float>(size_t(R * j.num_heads));
+    sc->g = Buffer<float>(size_t(R * j.num_heads));
+    sc->o = Buffer<float>(size_t(R * vd));
+    sc->gate = Buffer<float>(size_t(R * vd));
+  }
+  sc->mlp_gate = Buffer<float>(size_t(R * c.intermediate));
+  sc->mlp_up = Buffer<float>(size_t(R * c.intermediate));
+  sc->logits = Buffer<float>(size_t(S * int64_t(c.vocab)));
+  // Prefill attention reads a slot's K/V gathered contiguously: up to the whole context.
+  if (c.has_kind(LayerKind::Attn) || c.has_kind(LayerKind::Swa)) {
+    const int64_t keys = c.has_kind(LayerKind::Attn) ? options_.context_limit
+                                                     : std::min<int64_t>(options_.context_limit, c.swa_window + R);
+    sc->kc = Buffer<float>(size_t(keys * kv_row));
+    sc->vc = Buffer<float>(size_t(keys * kv_row));
+  }
+  sc->ids = Buffer<int32_t>(size_t(R));
+  sc->slots = Buffer<int32_t>(size_t(S));
+  sc->positions = Buffer<int32_t>(size_t(S));
+  sc->lengths = Buffer<int32_t>(size_t(S));
+  sc->tokens = Buffer<int32_t>(size_t(S));
+  sc->sampling = Buffer<DeviceSampling>(size_t(S));
+  JETLM_CUDA_CHECK(cudaMallocHost(&sc->host_i32, sizeof(int32_t) * size_t(4 * S)));
+  JETLM_CUDA_CHECK(cudaMallocHost(&sc->host_sampling, sizeof(DeviceSampling) * size_t(S)));
+  scratch_ = std::move(sc);
+  synchronize();
+}
+
+CudaModel::~CudaModel() {
+  graphs_.clear();
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    if (stream() == stream_) set_stream(nullptr);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+void CudaModel::check_slot(int slot, const char* what) const {
+  if (slot < 0 || slot >= options_.max_slots)
+    throw_error(what, "slot " + std::to_string(slot) + " out of range, expected 0.." +
+                          std::to_string(options_.max_slots - 1));
+}
+
+int64_t CudaModel::slot_tokens(int slot) const {
+  check_slot(slot, "slot_tokens");
+  return n_past_[size_t(slot)];
+}
+
+int64_t CudaModel::cache_bytes_per_sequence(int64_t n_tokens) const {
+  const ModelConfig& c = config_;
+  const int64_t kv_row = int64_t(c.n_kv_heads) * c.head_dim;
+  int64_t bytes = 0;
+  for (const DeviceLayer& d : layers_) {
+    if (d.kind == LayerKind::Attn) bytes += 2 * round_up(n_tokens, options_.page_size) * kv_row * 4;
+    else if (d.kind == LayerKind::Swa) bytes += 2 * int64_t(c.swa_window) * kv_row * 4;
+    else
+      bytes += (int64_t(c.jet.num_heads) * c.jet.head_k_dim * c.jet.head_v_dim +
+                int64_t(c.jet.conv_size - 1) * c.jet.value_dim()) * 4;
+  }
+  return bytes;
+}
+
+KvLayout CudaModel::layout(int il) const {
+  const DeviceLayer& d = layers_[size_t(il)];
+  KvLayout L;
+  L.k = d.kpool.data();
+  L.v = d.vpool.data();
+  L.row = int64_t(config_.n_kv_heads) * config_.head_dim;
+  if (d.kind == LayerKind::Attn) {
+    L.page_table = page_table_.data();
+    L.page_size = options_.page_size;
+    L.pages_per_seq = pages_per_seq_;
+  } else {
+    L.ring = config_.swa_window;
+  }
+  return L;
+}
+
+void CudaModel::reserve_pages(int slot, int64_t n_tokens) {
+  const int64_t need = (n_tokens + options_.page_size - 1) / options_.page_size;
+  std::vector<int>& pages = slot_pages_[size_t(slot)];
+  if (int64_t(pages.size()) >= need) return;
+  if (need - int64_t(pages.size()) > int64_t(free_pages_.size()))
+    throw_error("kv cache", "out of KV pages: slot " + std::to_string(slot) + " needs " +
+                                std::to_string(need - int64_t(pages.size())) + " more, " +
+                                std::to_string(free_pages_.size()) + " free of " + std::to_string(kv_pages_));
+  const int64_t first = int64_t(pages.size());
+  while (int64_t(pages.size()) < need) {
+    pages.push_back(free_pages_.back());
+    free_pages_.pop_back();
+    page_table_host_[size_t(slot * pages_per_seq_ + int64_t(pages.size()) - 1)] = pages.back();
+  }
+  const size_t at = size_t(slot * pages_per_seq_ + first);
+  JETLM_CUDA_CHECK(cudaMemcpyAsync(page_table_.data() + at, page_table_host_.data() + at,
+                                   sizeof(int32_t) * size_t(need - first), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaModel::reset_slot(int slot) {
+  check_slot(slot, "reset_slot");
+  set_stream(stream_);
+  std::vector<int>& pages = slot_pages_[size_t(slot)];
+  for (auto it = pages.rbegin(); it != pages.rend(); ++it) free_pages_.push_back(*it);
+  pages.clear();
+  n_past_[size_t(slot)] = 0;
+  const JetConfig& j = config_.jet;
+  for (DeviceLayer& d : layers_) {
+    if (d.kind != LayerKind::Jet) continue;
+    const int64_t state = int64_t(j.num_heads) * j.head_k_dim * j.head_v_dim;
+    const int64_t conv = int64_t(j.conv_size - 1) * j.value_dim();
+    fill_bytes(d.state.data() + slot * state, 0, size_t(state) * 4);
+    if (conv > 0) fill_bytes(d.conv.data() + slot * conv, 0, size_t(conv) * 4);
+  }
+}
+
+void CudaModel::fill_synthetic(int slot, int64_t n_tokens, uint64_t seed) {
+  check_slot(slot, "fill_synthetic");
+  if (n_tokens < 0 || n_tokens >= options_.context_limit)
+    throw_error("fill_synthetic", "n_tokens must be in 0.." + std::to_string(options_.context_limit - 1));
+  reset_slot(slot);
+  reserve_pages(slot, n_tokens);
+  const JetConfig& j = config_.jet;
+  const int64_t kv_row = int64_t(config_.n_kv_heads) * config_.head_dim;
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    DeviceLayer& d = layers_[il];
+    const uint64_t s = seed * 1000003u + il * 7919u + uint64_t(slot);
+    if (d.kind == LayerKind::Jet) {
+      const int64_t state = int64_t(j.num_heads) * j.head_k_dim * j.head_v_dim;
+      const int64_t conv = int64_t(j.conv_size - 1) * j.value_dim();
+      fill_uniform(d.state.data() + slot * state, state, 0.01f, s);
+      fill_uniform(d.conv.data() + slot * conv, conv, 1.0f, s + 1);
+    } else if (d.kind == LayerKind::Swa) {
+      const int64_t ring = int64_t(config_.swa_window) * kv_row;
+      fill_uniform(d.kpool.data() + slot * ring, ring, 1.0f, s);
+      fill_uniform(d.vpool.data() + slot * ring, ring, 1.0f, s + 1);
+    } else {
+      for (int page : slot_pages_[size_t(slot)]) {
+        const int64_t n = options_.page_size * kv_row;
+        fill_uniform(d.kpool.data() + page * n, n, 1.0f, s + uint64_t(page) * 2);
+        fill_uniform(d.vpool.data() + page * n, n, 1.0f, s + uint64_t(page) * 2 + 1);
+      }
+    }
+  }
+  n_past_[size_t(slot)] = n_tokens;
+  synchronize();
+}
+
+// ---- prefill: one slot, T tokens at positions pos0.. (ids already in scratch_->ids) ---------------
+void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logits) {
+  const ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  const int64_t D = c.hidden, Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, kv_row = Hkv * hd;
+  const JetConfig& j = c.jet;
+  embedding(s.ids.data(), T, embed_, s.x.data());
+  for (int il = 0; il < c.n_layers; ++il) {
+    DeviceLayer& d = layers_[size_t(il)];
+    rmsnorm(s.x.data(), T, D, d.input_norm, c.rms_eps, s.normed.data());
+    const float* xn = s.normed.data();
+    if (d.kind == LayerKind::Jet) {
+      const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
+      const int64_t K = j.conv_size;
+      matmul(xn, T, d.jq, nullptr, s.q.data());
+      matmul(xn, T, d.jk, nullptr, s.k.data());
+      silu(s.q.data(), T * key_dim);
+      silu(s.k.data(), T * key_dim);
+      matmul(xn, T, d.jv, nullptr, s.u.data());
+      matmul(xn, T, d.w1, nullptr, s.hidden.data());
+      silu(s.hidden.data(), T * j.generator_hidden);
+      matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
+      float* conv_state = d.conv.data() + slot * (K - 1) * value_dim;
+      dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
+      matmul(xn, T, d.jb, nullptr, s.b_raw.data());
+      matmul(xn, T, d.ja, nullptr, s.a_raw.data());
+      jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, T, H, s.beta.data(), s.g.data());
+      l2norm_rows(s.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
+      l2norm_rows(s.k.data(), T * H, dk, 1.0f);
+      float* state = d.state.data() + slot * H * dk * dv;
+      if (T == 1)
+        gdn_recurrent(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
+      else
+        gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
+      matmul(xn, T, d.jg, nullptr, s.gate.data());
+      gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps);
+      matmul(s.o.data(), T, d.jo, nullptr, s.branch.data());
+    } else {
+      matmul(xn, T, d.q, d.q_bias, s.q.data());
+      matmul(xn, T, d.k, d.k_bias, s.k.data());
+      matmul(xn, T, d.v, d.v_bias, s.v.data());
+      if (c.qk_norm) {
+        rmsnorm(s.q.data(), T * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
+        rmsnorm(s.k.data(), T * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
+      }
+      rope(s.q.data(), T, Hq, hd, pos0, c.rope_theta);
+      rope(s.k.data(), T, Hkv, hd, pos0, c.rope_theta);
+      const KvLayout L = layout(il);
+      if (d.kind == LayerKind::Attn) {
+        kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
+        kv_gather(L, slot, 0, pos0 + T, s.kc.data(), s.vc.data());
+        attention(s.q.data(), s.kc.data(), s.vc.data(), T, pos0 + T, Hq, Hkv, hd, pos0, 0, 0, s.attn.data());
+      } else {
+        // SWA: the ring's previous keys (before they are overwritten), then this chunk's.
+        const int64_t W = c.swa_window;
+        const int64_t prev = std::min<int64_t>(pos0, W - 1);
+        kv_gather(L, slot, pos0 - prev, prev, s.kc.data(), s.vc.data());
+        copy_device(s.kc.data() + prev * kv_row, s.k.data(), size_t(T * kv_row) * 4);
+        copy_device(s.vc.data() + prev * kv_row, s.v.data(), size_t(T * kv_row) * 4);
+        attention(s.q.data(), s.kc.data(), s.vc.data(), T, prev + T, Hq, Hkv, hd, pos0, pos0 - prev, W,
+                  s.attn.data());
+        kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
+      }
+      matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());
+    }
+    add(s.x.data(), s.branch.data(), T * D);
+    rmsnorm(s.x.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
+    matmul(s.normed.data(), T, d.gate, nullptr, s.mlp_gate.data());
+    matmul(s.normed.data(), T, d.up, nullptr, s.mlp_up.data());
+    silu_mul(s.mlp_gate.data(), s.mlp_up.data(), T * c.intermediate, s.mlp_gate.data());
+    matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
+    add(s.x.data(), s.branch.data(), T * D);
+  }
+  if (want_logits) {
+    rmsnorm(s.x.data() + (T - 1) * D, 1, D, final_norm_, c.rms_eps, s.normed.data());
+    matmul(s.normed.data(), 1, lm_head_, nullptr, s.logits.data());
+  }
+}
+
+void CudaModel::prefill(int slot, const int32_t* ids, int64_t T, float* last_logits) {
+  check_slot(slot, "prefill");
+  JETLM_ASSERT(T > 0);
+  const ModelConfig& c = config_;
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[t] < 0 || ids[t] >= c.vocab)
+      throw_error("ids", "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                             " is out of range, expected 0.." + std::to_string(c.vocab - 1));
+  const int64_t pos0 = n_past_[size_t(slot)];
+  if (pos0 + T > options_.context_limit)
+    throw_error("prefill", "slot " + std::to_string(slot) + " would hold " + std::to_string(pos0 + T) +
+                               " tokens, more than the context limit " + std::to_string(options_.context_limit));
+  set_stream(stream_);
+  if (c.has_kind(LayerKind::Attn)) reserve_pages(slot, pos0 + T);
+  for (int64_t done = 0; done < T;) {
+    const int64_t n = std::min(options_.prefill_chunk, T - done);
+    JETLM_CUDA_CHECK(cudaMemcpyAsync(scratch_->ids.data(), ids + done, sizeof(int32_t) * size_t(n),
+                                     cudaMemcpyHostToDevice, stream_));
+    forward_chunk(slot, pos0 + done, n, done + n == T && last_logits != nullptr);
+    // The pageable-memory copy above returns once `ids` is read; the next chunk reuses the buffer
+    // only after this chunk's kernels (same stream), so no extra synchronisation is needed.
+    done += n;
+  }
+  n_past_[size_t(slot)] = pos0 + T;
+  if (last_logits) copy_to_host(last_logits, scratch_->logits.data(), sizeof(float) * size_t(c.vocab));
+  else synchronize();
+}
+
+// ---- decode: B slots, one token each --------------------------------------------------------------
+void CudaModel::decode_layers(int64_t B) {
+  const ModelConfig& c = config_;
+  Scratch& s = *scratch_;
+  const int64_t D = c.hidden, Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim;
+  const JetConfig& j = c.jet;
+  const int32_t* slots = s.slots.data();
+  embedding(s.ids.data(), B, embed_, s.x.data());
+  for (int il = 0; il < c.n_layers; ++il) {
+    DeviceLayer& d = layers_[size_t(il)];
+    rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
+    const float* xn = s.normed.data();
+    if (d.kind == LayerKind::Jet) {
+      const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
+      matmul(xn, B, d.jq, nullptr, s.q.data());
+      matmul(xn, B, d.jk, nullptr, s.k.data());
+      silu(s.q.data(), B * key_dim);
+      silu(s.k.data(), B * key_dim);
+      matmul(xn, B, d.jv, nullptr, s.u.data());
+      matmul(xn, B, d.w1, nullptr, s.hidden.data());
+      silu(s.hidden.data(), B * j.generator_hidden);
+      matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
+      dconv_step(s.u.data(), s.kernels.data(), B, value_dim, j.conv_size, d.conv.data(), slots, s.vv.data());
+      matmul(xn, B, d.jb, nullptr, s.b_raw.data());
+      matmul(xn, B, d.ja, nullptr, s.a_raw.data());
+      jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
+      l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
+      l2norm_rows(s.k.data(), B * H, dk, 1.0f);
+      gdn_step(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots,
+               s.o.data());
+      matmul(xn, B, d.jg, nullptr, s.gate.data());
+      gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
+      matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
+    } else {
+      matmul(xn, B, d.q, d.q_bias, s.q.data());
+      matmul(xn, B, d.k, d.k_bias, s.k.data());
+      matmul(xn, B, d.v, d.v_bias, s.v.data());
+      if (c.qk_norm) {
+        rmsnorm(s.q.data(), B * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
+        rmsnorm(s.k.data(), B * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
+      }
+      rope_at(s.q.data(), B, Hq, hd, s.positions.data(), c.rope_theta);
+      rope_at(s.k.data(), B, Hkv, hd, s.positions.data(), c.rope_theta);
+      const KvLayout L = layout(il);
+      kv_append(L, s.k.data(), s.v.data(), B, slots, 0, s.positions.data(), 0);
+      const int64_t window = d.kind == LayerKind::Swa ? c.swa_window : 0;
+      attention_decode(s.q.data(), L, slots, s.lengths.data(), B, Hq, Hkv, hd, window, options_.context_limit,
+                       decode_splits(B, Hkv, options_.context_limit), s.attn.data());
+      matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
+    }
+    add(s.x.data(), s.branch.data(), B * D);
+    rmsnorm(s.x.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
+    matmul(s.normed.data(), B, d.gate, nullptr, s.mlp_gate.data());
+    matmul(s.normed.data(), B, d.up, nullptr, s.mlp_up.data());
+    silu_mul(s.mlp_gate.data(), s.mlp_up.data(), B * c.intermediate, s.mlp_gate.data());
+    matmul(s.mlp_gate.data(), B, d.down, nullptr, s.branch.data());
+    add(s.x.data(), s.branch.data(), B * D);
+  }
+  rmsnorm(s.x.data(), B, D, final_norm_, c.rms_eps, s.normed.data());
+  matmul(s.normed.data(), B, lm_head_, nullptr, s.logits.data());
+}
+
+void CudaModel::run_decode(int64_t B) {
+  if (!options_.cuda_graphs) return decode_layers(B);
+  std::unique_ptr<Graph>& graph = graphs_[B];
+  if (graph && graph->generation == detail::workspace_generation()) {
+    JETLM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_));
+    return;
+  }
+  // First step at this batch size (or after a workspace moved): run it directly, which also sizes
+  // every workspace, then capture the same launches for the next steps.
+  decode_layers(B);
+  graph = std::make_unique<Graph>();
+  cudaGraph_t g = nullptr;
+  JETLM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+  try {
+    // Captured, not executed: the step above already advanced the caches.
+    decode_layers(B);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &g);
+    if (g) cudaGraphDestroy(g);
+    graph.reset();
+    throw;
+  }
+  JETLM_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  const cudaError_t err = cudaGraphInstantiate(&graph->exec, g, 0);
+  cudaGraphDestroy(g);
+  JETLM_CUDA_CHECK(err);
+  graph->generation = detail::workspace_generation();
+}
+
+void CudaModel::decode(const int* slots, const int32_t* ids, int64_t B, float* logits) {
+  decode_sample(slots, ids, B, nullptr, nullptr);
+  if (logits)
+    copy_to_host(logits, scratch_->logits.data(), sizeof(float) * size_t(B) * size_t(config_.vocab));
+}
+
+void CudaModel::decode_sample(const int* slots, const int32_t* ids, int64_t B, const DeviceSampling* params,
+                              int32_t* tokens) {
+  const ModelConfig& c = config_;
+  if (B < 1 || B > options_.max_slots)
+    throw_error("decode", "batch of " + std::to_string(B) + " sequences, expected 1.." +
+                              std::to_string(options_.max_slots));
+  std::vector<uint8_t> seen(size_t(options_.max_slots), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    check_slot(slots[b], "decode");
+    if (seen[size_t(slots[b])]++) throw_error("decode", "slot " + std::to_string(slots[b]) + " appears twice in the batch");
+    if (ids[b] < 0 || ids[b] >= c.vocab)
+      throw_error("ids", "token id " + std::to_string(ids[b]) + " for slot " + std::to_string(slots[b]) +
+                             " is out of range, expected 0.." + std::to_string(c.vocab - 1));
+    if (n_past_[size_t(slots[b])] + 1 > options_.context_limit)
+      throw_error("decode", "slot " + std::to_string(slots[b]) + " is full (context limit " +
+                                std::to_string(options_.context_limit) + ")");
+  }
+  set_stream(stream_);
+  if (c.has_kind(LayerKind::Attn))
+    for (int64_t b = 0; b < B; ++b) reserve_pages(slots[b], n_past_[size_t(slots[b])] + 1);
+  Scratch& s = *scratch_;
+  int32_t* h = s.host_i32;
+  const int64_t S = options_.max_slots;
+  // The pinned staging may still feed the previous step's copies: wait for the stream first.
+  JETLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (int64_t b = 0; b < B; ++b) {
+    h[b] = ids[b];
+    h[S + b] = slots[b];
+    h[2 * S + b] = int32_t(n_past_[size_t(slots[b])]);
+    h[3 * S + b] = int32_t(n_past_[size_t(slots[b])] + 1);
+  }
+  JETLM_CUDA_CHECK(cudaMemcpyAsync(s.ids.data(), h, sizeof(int32_t) * size_t(B), cudaMemcpyHostToDevice, stream_));
+  JETLM_CUDA_CHECK(cudaMemcpyAsync(s.slots.data(), h + S, sizeof(int32_t) * size_t(B), cudaMemcpyHostToDevice, stream_));
+  JETLM_CUDA_CHECK(
+      cudaMemcpyAsync(s.positions.data(), h + 2 * S, sizeof(int32_t) * size_t(B), cudaMemcpyHostToDevice, stream_));
+  JETLM_CUDA_CHECK(
+      cudaMemcpyAsync(s.lengths.data(), h + 3 * S, sizeof(int32_t) * size_t(B), cudaMemcpyHostToDevice, stream_));
+  run_decode(B);
+  for (int64_t b = 0; b < B; ++b) ++n_past_[size_t(slots[b])];
+  if (params) {
+    std::copy(params, params + B, s.host_sampling);
+    JETLM_CUDA_CHECK(cudaMemcpyAsync(s.sampling.data(), s.host_sampling, sizeof(DeviceSampling) * size_t(B),
+                                     cudaMemcpyHostToDevice, stream_));
+    sample(s.logits.data(), B, c.vocab, s.sampling.data(), s.tokens.data());
+    copy_to_host(tokens, s.tokens.data(), sizeof(int32_t) * size_t(B));
+  }
+}
+
+}  // namespace jetlm::cuda

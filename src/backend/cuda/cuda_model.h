@@ -1,0 +1,104 @@
+// CudaModel: the whole model on one GPU, batched over sequence slots (the BatchBackend contract of
+// include/jetlm/batch_backend.h).
+//
+// Device state:
+//  - weights: every matrix uploaded in its stored dtype (f32/bf16/f16/q8), vectors as float32;
+//  - attn layers: one paged K/V pool per layer, [kv_pages * page_size, Hkv * hd] float32 each, with
+//    one page table [slots, pages_per_seq] shared by all attn layers (a page index names the same
+//    positions in every layer); pages are taken from a free list as a sequence grows and returned
+//    by reset_slot();
+//  - swa layers: a ring of W rows per slot; jet layers: S [slots, H, dk, dv] float32 and the conv
+//    history [slots, K-1, value_dim].
+// Prefill runs one slot in chunks (chunked gated delta rule, flash attention over the slot's
+// gathered K/V); decode runs B slots at once (split-KV attention reading the pages in place, the
+// recurrent step on each slot's state in place), replayed from a CUDA graph captured per batch size.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backend/cuda/ops_cuda.h"
+#include "jetlm/batch_backend.h"
+#include "jetlm/model.h"
+
+namespace jetlm::cuda {
+
+struct CudaModelOptions {
+  int max_slots = 8;
+  int64_t context_limit = 0;   // tokens per slot; 0: the config's max_position, at most 32768
+  int64_t page_size = 16;      // tokens per KV page
+  int64_t kv_pages = 0;        // pages in each attn layer's pool; 0: every slot at context_limit
+  int64_t prefill_chunk = 1024;
+  bool cuda_graphs = true;     // capture and replay the decode step per batch size
+};
+
+class CudaModel final : public BatchBackend {
+ public:
+  // Uploads the weights of `model` (which may be freed afterwards) and allocates the cache pools.
+  // Throws jetlm::Error when there is no GPU, the config is outside the kernels' limits, or the
+  // pools do not fit in device memory.
+  CudaModel(const Model& model, const CudaModelOptions& options = {});
+  ~CudaModel() override;
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const ModelConfig& config() const override { return config_; }
+  int max_slots() const override { return options_.max_slots; }
+  int64_t context_limit() const override { return options_.context_limit; }
+  int64_t slot_tokens(int slot) const override;
+  void reset_slot(int slot) override;
+  void prefill(int slot, const int32_t* ids, int64_t T, float* last_logits) override;
+  void decode(const int* slots, const int32_t* ids, int64_t B, float* logits) override;
+
+  // decode() followed by a draw on the device per sequence (params[b], host array): only the B
+  // chosen tokens come back to the host.
+  void decode_sample(const int* slots, const int32_t* ids, int64_t B, const DeviceSampling* params,
+                     int32_t* tokens);
+
+  // Benchmarks: make `slot` a sequence that has consumed n_tokens, with random cache contents.
+  void fill_synthetic(int slot, int64_t n_tokens, uint64_t seed);
+
+  int64_t weight_bytes() const { return weight_bytes_; }
+  // Device bytes a sequence of n tokens occupies in the cache pools (pages rounded up).
+  int64_t cache_bytes_per_sequence(int64_t n_tokens) const;
+  int64_t kv_pages() const { return kv_pages_; }
+  int64_t free_pages() const { return int64_t(free_pages_.size()); }
+
+ private:
+  struct DeviceLayer;
+  struct Scratch;
+
+  void check_slot(int slot, const char* what) const;
+  void reserve_pages(int slot, int64_t n_tokens);  // pages for positions < n_tokens
+  void upload_page_rows(const std::vector<int>& slots);
+  void forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logits);
+  void decode_layers(int64_t B);  // the captured part: ids/slots/positions already on the device
+  void run_decode(int64_t B);
+  KvLayout layout(int il) const;
+
+  ModelConfig config_;
+  CudaModelOptions options_;
+  Stream stream_ = nullptr;
+  std::vector<MatrixBuffer> matrices_;
+  std::vector<Buffer<float>> vectors_;
+  std::vector<DeviceLayer> layers_;
+  DeviceMatrix embed_, lm_head_;
+  const float* final_norm_ = nullptr;
+  int64_t weight_bytes_ = 0;
+
+  // Cache pools.
+  int64_t pages_per_seq_ = 0, kv_pages_ = 0;
+  std::vector<int> free_pages_;
+  std::vector<std::vector<int>> slot_pages_;  // pages owned by each slot, in position order
+  std::vector<int32_t> page_table_host_;      // [slots, pages_per_seq]
+  Buffer<int32_t> page_table_;
+  std::vector<int64_t> n_past_;
+
+  std::unique_ptr<Scratch> scratch_;
+  struct Graph;
+  std::map<int64_t, std::unique_ptr<Graph>> graphs_;
+};
+
+}  // namespace jetlm::cuda

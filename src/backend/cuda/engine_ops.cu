@@ -1,0 +1,470 @@
+// Ops of the batched GPU engine (cuda_model.cpp): per-row RoPE positions, KV writes and reads
+// through the paged pool or the SWA ring, split-KV decode attention over a batch of sequences of
+// different lengths, the batched dynamic-conv step, and sampling on the device.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/cuda_common.h"
+#include "core/error.h"
+
+namespace jetlm::cuda {
+
+using detail::blocks_for;
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Offset (in floats) of the K/V row of (slot, pos) inside a KvLayout's arrays.
+__device__ __forceinline__ int64_t kv_offset(const KvLayout& L, int64_t slot, int64_t pos) {
+  int64_t row;
+  if (L.ring > 0) {
+    row = slot * L.ring + pos % L.ring;
+  } else {
+    const int64_t page = L.page_table[slot * L.pages_per_seq + pos / L.page_size];
+    row = page * L.page_size + pos % L.page_size;
+  }
+  return row * L.row;
+}
+
+// ---- rope with a position per row ----------------------------------------------------------------
+__global__ void rope_at_kernel(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions,
+                               double log_theta) {
+  const int64_t half = hd / 2;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= T * half) return;
+  const int64_t t = idx / half, i = idx % half;
+  const double inv_freq = exp(-2.0 * double(i) / double(hd) * log_theta);
+  double s, c;
+  sincos(double(positions[t]) * inv_freq, &s, &c);
+  const float cf = float(c), sf = float(s);
+  for (int64_t h = 0; h < H; ++h) {
+    float* row = x + (t * H + h) * hd;
+    const float a = row[i], b = row[i + half];
+    row[i] = a * cf - b * sf;
+    row[i + half] = b * cf + a * sf;
+  }
+}
+
+// ---- KV writes / reads ------------------------------------------------------------------------------
+// Row t of k/v goes to (slot, pos) = (slots ? slots[t] : slot0, positions ? positions[t] : pos0 + t).
+// Ring layouts only take rows t >= first (earlier rows would be overwritten by later ones anyway,
+// and two threads must not race on one ring row).
+__global__ void kv_append_kernel(KvLayout L, const float* k, const float* v, int64_t T, const int32_t* slots,
+                                 int64_t slot0, const int32_t* positions, int64_t pos0, int64_t first) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= T * L.row) return;
+  const int64_t t = idx / L.row, c = idx % L.row;
+  if (t < first) return;
+  const int64_t slot = slots ? slots[t] : slot0;
+  const int64_t pos = positions ? positions[t] : pos0 + t;
+  const int64_t off = kv_offset(L, slot, pos) + c;
+  L.k[off] = k[idx];
+  L.v[off] = v[idx];
+}
+
+__global__ void kv_gather_kernel(KvLayout L, int64_t slot, int64_t pos_lo, int64_t n, float* k_out, float* v_out) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * L.row) return;
+  const int64_t t = idx / L.row, c = idx % L.row;
+  const int64_t off = kv_offset(L, slot, pos_lo + t) + c;
+  k_out[idx] = L.k[off];
+  v_out[idx] = L.v[off];
+}
+
+// ---- decode attention ----------------------------------------------------------------------------------
+// Grid (splits, Hkv, B), 4 warps. The block reads each key of its split once for all `group` query
+// heads of its KV head (GQA), warps take keys round-robin, each with a running max/sum per head;
+// lanes own head dims lane + 32 i. Scores in the log2 domain. Partials (unnormalised) go to
+// part_acc/part_ml and attention_merge_kernel combines the splits.
+constexpr int kDecodeWarps = 4;
+constexpr int kMaxGroup = 8;
+
+struct DecodeParams {
+  const float* q;  // [B, Hq, hd]
+  KvLayout kv;
+  const int32_t* slots;    // [B]
+  const int32_t* lengths;  // [B] keys of each sequence (its new token included)
+  float* part_acc;         // [B, Hq, splits, hd]
+  float* part_ml;          // [B, Hq, splits, 2]
+  float* o;                // [B, Hq, hd]
+  int64_t Hq, Hkv, hd, group, window, keys_per_split;
+  int splits;
+  float scale_log2;
+};
+
+template <int DPL>
+__global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(DecodeParams p) {
+  constexpr int HDP = 32 * DPL;
+  __shared__ float q_s[kMaxGroup][HDP];
+  __shared__ float red_ml[kDecodeWarps][kMaxGroup][2];
+  __shared__ float red_acc[kDecodeWarps][kMaxGroup][HDP];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int split = blockIdx.x;
+  const int64_t kh = blockIdx.y, b = blockIdx.z;
+  const int G = int(p.group);
+  const int64_t len = p.lengths[b], slot = p.slots[b];
+  const int64_t lo_all = p.window > 0 ? max(int64_t(0), len - p.window) : int64_t(0);
+  const int64_t s_lo = max(lo_all, int64_t(split) * p.keys_per_split);
+  const int64_t s_hi = min(len, int64_t(split + 1) * p.keys_per_split);
+
+  for (int i = threadIdx.x; i < kMaxGroup * HDP; i += blockDim.x) {
+    const int g = i / HDP, d = i % HDP;
+    q_s[g][d] = (g < G && d < p.hd) ? p.q[(b * p.Hq + kh * G + g) * p.hd + d] * p.scale_log2 : 0.0f;
+  }
+  __syncthreads();
+
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][DPL];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
+  }
+  for (int64_t s = s_lo + warp; s < s_hi; s += kDecodeWarps) {
+    const int64_t off = kv_offset(p.kv, slot, s) + kh * p.hd;
+    float kr[DPL], vr[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      kr[i] = d < p.hd ? p.kv.k[off + d] : 0.0f;
+      vr[i] = d < p.hd ? p.kv.v[off + d] : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g < G) {
+        float part = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) part += q_s[g][lane + 32 * i] * kr[i];
+        const float score = warp_sum(part);
+        const float m_new = fmaxf(m[g], score);
+        const float corr = exp2f(m[g] - m_new);  // m = -inf: 0
+        const float pr = exp2f(score - m_new);
+        l[g] = l[g] * corr + pr;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[g][i] = acc[g][i] * corr + pr * vr[i];
+        m[g] = m_new;
+      }
+    }
+  }
+  // Merge the warps of the block.
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g < G) {
+      if (lane == 0) {
+        red_ml[warp][g][0] = m[g];
+        red_ml[warp][g][1] = l[g];
+      }
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) red_acc[warp][g][lane + 32 * i] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * HDP; i += blockDim.x) {
+    const int g = i / HDP, d = i % HDP;
+    float M = -INFINITY;
+    for (int w = 0; w < kDecodeWarps; ++w) M = fmaxf(M, red_ml[w][g][0]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < kDecodeWarps; ++w) {
+        const float f = exp2f(red_ml[w][g][0] - M);
+        L += red_ml[w][g][1] * f;
+        A += red_acc[w][g][d] * f;
+      }
+    }
+    const int64_t row = (b * p.Hq + kh * G + g) * p.splits + split;
+    if (d < p.hd) p.part_acc[row * p.hd + d] = A;
+    if (d == 0) {
+      p.part_ml[row * 2] = M;
+      p.part_ml[row * 2 + 1] = L;
+    }
+  }
+}
+
+// One block per (head, sequence): o = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
+__global__ void attention_merge_kernel(DecodeParams p) {
+  const int64_t h = blockIdx.x, b = blockIdx.y;
+  const int64_t row0 = (b * p.Hq + h) * p.splits;
+  float M = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) M = fmaxf(M, p.part_ml[(row0 + s) * 2]);
+  float L = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float ms = p.part_ml[(row0 + s) * 2];
+    if (ms != -INFINITY) L += p.part_ml[(row0 + s) * 2 + 1] * exp2f(ms - M);
+  }
+  for (int64_t d = threadIdx.x; d < p.hd; d += blockDim.x) {
+    float A = 0.0f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float ms = p.part_ml[(row0 + s) * 2];
+      if (ms != -INFINITY) A += p.part_acc[(row0 + s) * p.hd + d] * exp2f(ms - M);
+    }
+    p.o[(b * p.Hq + h) * p.hd + d] = A / L;
+  }
+}
+
+template <int DPL>
+void launch_decode(const DecodeParams& p, int64_t B) {
+  const dim3 grid(unsigned(p.splits), unsigned(p.Hkv), unsigned(B));
+  attention_decode_kernel<DPL><<<grid, 32 * kDecodeWarps, 0, stream()>>>(p);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+// ---- dynamic conv step --------------------------------------------------------------------------------
+// One thread per (b, c): v = silu(sum_i kernel[b, c, i] * hist_i) with hist = (state rows, u[b, c]);
+// the thread then shifts its own state column, so no two threads touch the same state word.
+__global__ void dconv_step_kernel(const float* u, const float* kernel, int64_t B, int64_t C, int64_t K,
+                                  float* conv_pool, const int32_t* slots, float* v) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= B * C) return;
+  const int64_t b = idx / C, c = idx % C;
+  float* state = conv_pool + int64_t(slots[b]) * (K - 1) * C;
+  const float* ker = kernel + idx * K;
+  float hist[kMaxConvTaps];
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 1) hist[i] = state[i * C + c];
+  const float x = u[idx];
+  float acc = ker[K - 1] * x;
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 1) acc += ker[i] * hist[i];
+  v[idx] = silu_f(acc);
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 2) state[i * C + c] = hist[i + 1];
+  if (K > 1) state[(K - 2) * C + c] = x;
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------
+constexpr int kSampleThreads = 1024;
+
+__device__ float block_reduce(float v, bool is_max, float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float r = is_max ? -INFINITY : 0.0f;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+
+// (value, index) argmax with the first index winning ties.
+__device__ void block_argmax(float& best, int& best_i, float* red_v, int* red_i) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (ov > best || (ov == best && oi < best_i)) {
+      best = ov;
+      best_i = oi;
+    }
+  }
+  __syncthreads();
+  if (lane == 0) {
+    red_v[warp] = best;
+    red_i[warp] = best_i;
+  }
+  __syncthreads();
+  best = -INFINITY;
+  best_i = 0x7fffffff;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) {
+    if (red_v[w] > best || (red_v[w] == best && red_i[w] < best_i)) {
+      best = red_v[w];
+      best_i = red_i[w];
+    }
+  }
+}
+
+// A counter-based uniform in (0, 1) from (seed, step, index): splitmix64 of their mix.
+__device__ __forceinline__ float uniform01(uint64_t seed, uint64_t step, uint64_t i) {
+  uint64_t z = seed ^ (step * 0x9E3779B97F4A7C15ull) ^ (i * 0xD1B54A32D192ED03ull);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float(z >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+// One block per row. Greedy (temperature <= 0): the first maximum. Otherwise the tokens kept by
+// top-k / top-p / min-p form a logit threshold tau (found by bisection, no sort), and the draw is
+// Gumbel-max over them: argmax l/T + G_i, an exact sample of the renormalised softmax.
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int64_t V,
+                                                                const DeviceSampling* params, int32_t* out) {
+  __shared__ float red[kSampleThreads / 32];
+  __shared__ float red_v[kSampleThreads / 32];
+  __shared__ int red_i[kSampleThreads / 32];
+  const int64_t b = blockIdx.x;
+  const float* row = logits + b * V;
+  const DeviceSampling sp = params[b];
+
+  float lmax = -INFINITY, lmin = INFINITY;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    lmax = fmaxf(lmax, row[i]);
+    lmin = fminf(lmin, row[i]);
+  }
+  lmax = block_reduce(lmax, true, red);
+  lmin = -block_reduce(-lmin, true, red);
+
+  float tau = -INFINITY;
+  if (sp.temperature > 0.0f) {
+    const float inv_t = 1.0f / sp.temperature;
+    if (sp.top_k > 0 && sp.top_k < V) {
+      // Largest tau with count(l >= tau) >= k.
+      float lo = lmin, hi = lmax;
+      for (int it = 0; it < 40 && lo < hi; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float cnt = 0.0f;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) cnt += row[i] >= mid ? 1.0f : 0.0f;
+        cnt = block_reduce(cnt, false, red);
+        if (cnt >= float(sp.top_k)) lo = mid; else hi = mid;
+        if (hi - lo <= 1e-6f * fmaxf(1.0f, fabsf(lo))) break;
+      }
+      tau = fmaxf(tau, lo);
+    }
+    if (sp.min_p > 0.0f) tau = fmaxf(tau, lmax + sp.temperature * logf(sp.min_p));
+    if (sp.top_p < 1.0f) {
+      // Largest tau whose kept mass (among tokens above the other thresholds) reaches top_p.
+      const float base = tau;
+      float z = 0.0f;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+        if (row[i] >= base) z += expf((row[i] - lmax) * inv_t);
+      z = block_reduce(z, false, red);
+      float lo = fmaxf(base, lmin), hi = lmax;
+      for (int it = 0; it < 40 && lo < hi; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float mass = 0.0f;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+          if (row[i] >= mid) mass += expf((row[i] - lmax) * inv_t);
+        mass = block_reduce(mass, false, red);
+        if (mass >= sp.top_p * z) lo = mid; else hi = mid;
+        if (hi - lo <= 1e-6f * fmaxf(1.0f, fabsf(lo))) break;
+      }
+      tau = fmaxf(tau, lo);
+    }
+  }
+  float best = -INFINITY;
+  int best_i = 0x7fffffff;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    float key = row[i];
+    if (sp.temperature > 0.0f) {
+      if (key < tau) continue;
+      key = key / sp.temperature - logf(-logf(uniform01(sp.seed, sp.step, uint64_t(i))));
+    }
+    if (key > best) {  // i increases per thread: the first maximum stays
+      best = key;
+      best_i = int(i);
+    }
+  }
+  block_argmax(best, best_i, red_v, red_i);
+  if (threadIdx.x == 0) out[b] = best_i;
+}
+
+__global__ void fill_uniform_kernel(float* x, int64_t n, float scale, uint64_t seed) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f);
+}
+
+}  // namespace
+
+void fill_uniform(float* x, int64_t n, float scale, uint64_t seed) {
+  if (n == 0) return;
+  fill_uniform_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n, scale, seed);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void rope_at(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions, double theta) {
+  JETLM_ASSERT(hd % 2 == 0, "rope needs an even head dim");
+  const int64_t n = T * (hd / 2);
+  if (n == 0) return;
+  rope_at_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, T, H, hd, positions, std::log(theta));
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void kv_append(const KvLayout& L, const float* k, const float* v, int64_t T, const int32_t* slots, int64_t slot0,
+               const int32_t* positions, int64_t pos0) {
+  if (T == 0) return;
+  const int64_t first = (L.ring > 0 && !slots && !positions) ? std::max<int64_t>(0, T - L.ring) : 0;
+  kv_append_kernel<<<blocks_for(T * L.row, kThreads), kThreads, 0, stream()>>>(L, k, v, T, slots, slot0, positions,
+                                                                               pos0, first);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float* k_out, float* v_out) {
+  if (n == 0) return;
+  kv_gather_kernel<<<blocks_for(n * L.row, kThreads), kThreads, 0, stream()>>>(L, slot, pos_lo, n, k_out, v_out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit) {
+  // Enough blocks for ~2 waves over the SMs, but no split shorter than 256 keys.
+  const int64_t want = (2 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
+  const int64_t most = std::max<int64_t>(1, (context_limit + 255) / 256);
+  return int(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 256)));
+}
+
+void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, const int32_t* lengths, int64_t B,
+                      int64_t Hq, int64_t Hkv, int64_t hd, int64_t window, int64_t context_limit, int splits,
+                      float* o) {
+  JETLM_ASSERT(Hkv >= 1 && Hq % Hkv == 0 && Hq / Hkv <= kMaxGroup, "attention_decode: GQA group must be <= 8");
+  JETLM_ASSERT(hd >= 1 && hd <= 256, "attention_decode: head dim <= 256");
+  JETLM_ASSERT(splits >= 1 && B <= 65535 && Hkv <= 65535);
+  JETLM_ASSERT(kv.ring == 0 || (window > 0 && window <= kv.ring), "attention_decode: a ring needs window <= ring");
+  if (B == 0) return;
+  DecodeParams p;
+  p.q = q;
+  p.kv = kv;
+  p.slots = slots;
+  p.lengths = lengths;
+  p.o = o;
+  p.Hq = Hq;
+  p.Hkv = Hkv;
+  p.hd = hd;
+  p.group = Hq / Hkv;
+  p.window = window;
+  p.splits = splits;
+  p.keys_per_split = (context_limit + splits - 1) / splits;
+  p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
+  const size_t rows = size_t(B * Hq * splits);
+  p.part_acc = static_cast<float*>(detail::workspace(8, rows * size_t(hd) * sizeof(float)));
+  p.part_ml = static_cast<float*>(detail::workspace(9, rows * 2 * sizeof(float)));
+  if (hd <= 32) launch_decode<1>(p, B);
+  else if (hd <= 64) launch_decode<2>(p, B);
+  else if (hd <= 128) launch_decode<4>(p, B);
+  else launch_decode<8>(p, B);
+  attention_merge_kernel<<<dim3(unsigned(Hq), unsigned(B)), 128, 0, stream()>>>(p);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64_t K, float* conv_pool,
+                const int32_t* slots, float* v) {
+  JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps, "dconv_step: 1 <= K <= kMaxConvTaps");
+  if (B * C == 0) return;
+  dconv_step_kernel<<<blocks_for(B * C, kThreads), kThreads, 0, stream()>>>(u, kernel, B, C, K, conv_pool, slots, v);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out) {
+  JETLM_ASSERT(V >= 1 && V < (int64_t(1) << 31));
+  if (B == 0) return;
+  sample_kernel<<<unsigned(B), kSampleThreads, 0, stream()>>>(logits, V, params, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace jetlm::cuda

@@ -1,0 +1,425 @@
+// The GPU engine (CudaModel) against the float64 reference goldens and the CPU engine:
+//  - the batched engine ops against their ref:: oracles (paged/ring decode attention, dconv step,
+//    gated-delta-rule step, rope at per-row positions) on random inputs;
+//  - whole-model logits (prefill in chunks, then decode) within 1e-3 (fp32) / 3e-2 (bf16/f16) of
+//    the reference, for every golden case;
+//  - a batch of different sequences in scattered slots decodes like each sequence alone on the CPU;
+//  - greedy generations of a batch equal one-at-a-time generations and the reference's;
+//  - CUDA-graph replay equals direct launches bit for bit; pages are returned on reset;
+//  - device sampling: greedy, top-k/top-p/min-p support, and frequencies of the softmax.
+// Every test is skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "backend/cuda/cuda_model.h"
+#include "backend/cuda/ops_cuda.h"
+#include "backend/ops.h"
+#include "gdn_inputs.h"
+#include "golden/golden_data.h"
+#include "jetlm/model.h"
+#include "test_util.h"
+
+namespace jetlm {
+namespace {
+
+using test::normalized_error;
+using test::random_vector;
+
+void skip_without_gpu() {
+  std::string why;
+  if (!cuda::available(&why)) GTEST_SKIP() << why;
+}
+
+template <typename T>
+cuda::Buffer<T> dev(const std::vector<T>& v) { return cuda::Buffer<T>(v.data(), v.size()); }
+template <typename T>
+std::vector<T> host(const cuda::Buffer<T>& b) {
+  std::vector<T> v(b.size());
+  b.download(v.data(), v.size());
+  return v;
+}
+
+// ---- ops --------------------------------------------------------------------------------------------
+
+TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
+  skip_without_gpu();
+  std::mt19937 rng(7);
+  struct Case { int64_t B, Hq, Hkv, hd, window, page, ring; };
+  for (const Case cs : {Case{3, 4, 2, 16, 0, 4, 0}, Case{5, 12, 2, 128, 0, 16, 0}, Case{2, 6, 6, 64, 0, 1, 0},
+                        Case{4, 8, 1, 40, 5, 0, 5}, Case{3, 16, 8, 128, 33, 0, 40}, Case{1, 2, 1, 256, 0, 7, 0}}) {
+    const int64_t row = cs.Hkv * cs.hd, context = 300, slots = cs.B + 2;
+    std::vector<int32_t> lengths, slot_of;
+    for (int64_t b = 0; b < cs.B; ++b) {
+      lengths.push_back(int32_t(1 + (b * 97 + 13) % context));
+      slot_of.push_back(int32_t(slots - 1 - b));  // scattered, distinct, not in batch order
+    }
+    // Cache: contiguous per-sequence keys k_seq[b] [len, row]; placed in pages (shuffled) or rings.
+    const int64_t pages_per_seq = cs.ring ? 0 : (context + cs.page - 1) / cs.page;
+    const int64_t n_rows = cs.ring ? slots * cs.ring : slots * pages_per_seq * cs.page;
+    std::vector<float> kpool(size_t(n_rows * row), NAN), vpool(size_t(n_rows * row), NAN);
+    std::vector<int32_t> table(size_t(std::max<int64_t>(1, slots * pages_per_seq)));
+    std::iota(table.begin(), table.end(), 0);
+    std::shuffle(table.begin(), table.end(), rng);
+    std::vector<float> q = random_vector(rng, size_t(cs.B * cs.Hq * cs.hd));
+    std::vector<float> expected(q.size());
+    for (int64_t b = 0; b < cs.B; ++b) {
+      const int64_t len = lengths[size_t(b)], slot = slot_of[size_t(b)];
+      std::vector<float> ks = random_vector(rng, size_t(len * row), -2, 2), vs = random_vector(rng, size_t(len * row));
+      for (int64_t p = 0; p < len; ++p) {
+        if (cs.ring && p < len - cs.ring) continue;
+        const int64_t r = cs.ring ? slot * cs.ring + p % cs.ring
+                                  : int64_t(table[size_t(slot * pages_per_seq + p / cs.page)]) * cs.page + p % cs.page;
+        std::copy_n(ks.data() + p * row, row, kpool.data() + r * row);
+        std::copy_n(vs.data() + p * row, row, vpool.data() + r * row);
+      }
+      ref::attention(q.data() + b * cs.Hq * cs.hd, ks.data(), vs.data(), 1, len, cs.Hq, cs.Hkv, cs.hd, len - 1, 0,
+                     cs.window, expected.data() + b * cs.Hq * cs.hd);
+    }
+    auto d_k = dev(kpool), d_v = dev(vpool), d_q = dev(q);
+    auto d_table = dev(table), d_len = dev(lengths), d_slots = dev(slot_of);
+    cuda::Buffer<float> d_o(q.size());
+    cuda::KvLayout L;
+    L.k = d_k.data();
+    L.v = d_v.data();
+    L.row = row;
+    L.page_table = d_table.data();
+    L.page_size = cs.page;
+    L.pages_per_seq = pages_per_seq;
+    L.ring = cs.ring;
+    for (int splits : {1, 3, cuda::decode_splits(cs.B, cs.Hkv, context)}) {
+      cuda::attention_decode(d_q.data(), L, d_slots.data(), d_len.data(), cs.B, cs.Hq, cs.Hkv, cs.hd, cs.window,
+                             context, splits, d_o.data());
+      EXPECT_LE(normalized_error(host(d_o), expected), 1e-5)
+          << "B " << cs.B << " Hq " << cs.Hq << " Hkv " << cs.Hkv << " hd " << cs.hd << " splits " << splits;
+    }
+  }
+}
+
+TEST(CudaEngineOps, KvAppendThenGatherRoundTrips) {
+  skip_without_gpu();
+  std::mt19937 rng(3);
+  const int64_t row = 24, page = 4, pages_per_seq = 10, slots = 3;
+  std::vector<int32_t> table(size_t(slots * pages_per_seq));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  cuda::Buffer<float> k(size_t(slots * pages_per_seq * page * row)), v(k.size());
+  auto d_table = dev(table);
+  cuda::KvLayout L{k.data(), v.data(), row, d_table.data(), page, pages_per_seq, 0};
+  std::vector<float> ks = random_vector(rng, size_t(37 * row)), vs = random_vector(rng, size_t(37 * row));
+  auto dk = dev(ks), dv = dev(vs);
+  cuda::kv_append(L, dk.data(), dv.data(), 20, nullptr, 2, nullptr, 0);
+  cuda::kv_append(L, dk.data() + 20 * row, dv.data() + 20 * row, 17, nullptr, 2, nullptr, 20);
+  cuda::Buffer<float> ko(ks.size()), vo(vs.size());
+  cuda::kv_gather(L, 2, 0, 37, ko.data(), vo.data());
+  EXPECT_EQ(host(ko), ks);
+  EXPECT_EQ(host(vo), vs);
+  // A ring keeps the last W rows: slot 1 of a W = 5 ring after 37 tokens holds positions 32..36.
+  cuda::Buffer<float> rk(size_t(slots * 5 * row)), rv(rk.size());
+  cuda::KvLayout R{rk.data(), rv.data(), row, nullptr, 0, 0, 5};
+  cuda::kv_append(R, dk.data(), dv.data(), 37, nullptr, 1, nullptr, 0);
+  cuda::Buffer<float> ro(size_t(5 * row)), rvo(ro.size());
+  cuda::kv_gather(R, 1, 32, 5, ro.data(), rvo.data());
+  EXPECT_EQ(host(ro), std::vector<float>(ks.begin() + 32 * row, ks.end()));
+}
+
+TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
+  skip_without_gpu();
+  std::mt19937 rng(11);
+  const int64_t B = 3, slots = 5, C = 37, K = 4, H = 3, dk = 40, dv = 72;
+  const std::vector<int32_t> slot_of = {4, 0, 2};
+  std::vector<float> u = random_vector(rng, size_t(B * C)), ker = random_vector(rng, size_t(B * C * K));
+  std::vector<float> conv = random_vector(rng, size_t(slots * (K - 1) * C));
+  std::vector<float> v_exp(size_t(B * C)), conv_exp = conv;
+  for (int64_t b = 0; b < B; ++b)
+    ref::dconv(u.data() + b * C, ker.data() + b * C * K, 1, C, K, conv_exp.data() + slot_of[size_t(b)] * (K - 1) * C,
+               v_exp.data() + b * C);
+  auto d_u = dev(u), d_ker = dev(ker), d_conv = dev(conv);
+  auto d_slots = dev(slot_of);
+  cuda::Buffer<float> d_v(v_exp.size());
+  cuda::dconv_step(d_u.data(), d_ker.data(), B, C, K, d_conv.data(), d_slots.data(), d_v.data());
+  EXPECT_LE(normalized_error(host(d_v), v_exp), 1e-5);
+  EXPECT_LE(normalized_error(host(d_conv), conv_exp), 1e-6);
+
+  test::GdnInputs in = test::gdn_inputs(rng, B, H, dk, dv, /*strong=*/true);  // B tokens used as B sequences
+  std::vector<float> S = random_vector(rng, size_t(slots * H * dk * dv), -0.1f, 0.1f), S_exp = S;
+  std::vector<float> o_exp(size_t(B * H * dv));
+  for (int64_t b = 0; b < B; ++b)
+    ref::gdn_recurrent(in.q.data() + b * H * dk, in.k.data() + b * H * dk, in.v.data() + b * H * dv,
+                       in.g.data() + b * H, in.beta.data() + b * H, 1, H, dk, dv,
+                       S_exp.data() + slot_of[size_t(b)] * H * dk * dv, o_exp.data() + b * H * dv);
+  auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta), dS = dev(S);
+  cuda::Buffer<float> d_o(o_exp.size());
+  cuda::gdn_step(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), B, H, dk, dv, dS.data(), d_slots.data(),
+                 d_o.data());
+  EXPECT_LE(normalized_error(host(d_o), o_exp), 1e-5);
+  EXPECT_LE(normalized_error(host(dS), S_exp), 1e-5);
+}
+
+TEST(CudaEngineOps, RopeAtPositions) {
+  skip_without_gpu();
+  std::mt19937 rng(5);
+  const int64_t T = 4, H = 3, hd = 64;
+  const std::vector<int32_t> pos = {0, 17, 4095, 262143};
+  std::vector<float> x = random_vector(rng, size_t(T * H * hd)), expected = x;
+  for (int64_t t = 0; t < T; ++t) ref::rope(expected.data() + t * H * hd, 1, H, hd, pos[size_t(t)], 1e6);
+  auto dx = dev(x);
+  auto dpos = dev(pos);
+  cuda::rope_at(dx.data(), T, H, hd, dpos.data(), 1e6);
+  EXPECT_LE(normalized_error(host(dx), expected), 1e-5);
+}
+
+TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
+  skip_without_gpu();
+  const int64_t V = 6;
+  const std::vector<float> row = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.0f};  // two maxima: index 1 wins ties
+  const int64_t B = 20000;
+  std::vector<float> logits;
+  for (int64_t b = 0; b < B; ++b) logits.insert(logits.end(), row.begin(), row.end());
+  auto d_logits = dev(logits);
+  cuda::Buffer<int32_t> d_out(static_cast<size_t>(B));
+  auto draw = [&](cuda::DeviceSampling sp) {
+    std::vector<cuda::DeviceSampling> params(size_t(B), sp);
+    for (int64_t b = 0; b < B; ++b) params[size_t(b)].step = uint64_t(b);
+    auto d_params = dev(params);
+    cuda::sample(d_logits.data(), B, V, d_params.data(), d_out.data());
+    std::vector<double> freq(size_t(V), 0.0);
+    for (int32_t t : host(d_out)) freq[size_t(t)] += 1.0;
+    for (double& f : freq) f /= double(B);
+    return freq;
+  };
+  cuda::DeviceSampling greedy;
+  EXPECT_EQ(draw(greedy)[1], 1.0);
+  cuda::DeviceSampling sp;
+  sp.temperature = 0.7f;
+  sp.seed = 42;
+  std::vector<double> p(static_cast<size_t>(V));
+  double z = 0;
+  for (int64_t i = 0; i < V; ++i) z += p[size_t(i)] = std::exp(row[size_t(i)] / 0.7);
+  std::vector<double> f = draw(sp);
+  for (int64_t i = 0; i < V; ++i) EXPECT_NEAR(f[size_t(i)], p[size_t(i)] / z, 0.012) << "token " << i;
+  sp.top_k = 3;  // {1, 4, 2}
+  f = draw(sp);
+  EXPECT_EQ(f[0] + f[3] + f[5], 0.0);
+  const double z3 = p[1] + p[4] + p[2];
+  EXPECT_NEAR(f[2], p[2] / z3, 0.012);
+  sp.top_k = 0;
+  sp.top_p = 0.5f;  // the two maxima hold ~0.72 of the mass, each alone 0.36 < 0.5
+  f = draw(sp);
+  EXPECT_NEAR(f[1] + f[4], 1.0, 1e-12);
+  EXPECT_NEAR(f[1], 0.5, 0.015);
+  sp.top_p = 1.0f;
+  sp.min_p = 0.4f;  // p_i >= 0.4 p_max keeps 1, 4 and 2 (e^{-0.5/0.7} = 0.49)
+  f = draw(sp);
+  EXPECT_EQ(f[0] + f[3] + f[5], 0.0);
+  EXPECT_GT(f[2], 0.1);
+  // The same (seed, step) draws the same token.
+  sp.min_p = 0.0f;
+  EXPECT_EQ(draw(sp), draw(sp));
+}
+
+// ---- whole model ---------------------------------------------------------------------------------------
+
+class CudaGolden : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    skip_without_gpu();
+    if (IsSkipped()) return;
+    dir_ = golden::golden_root() + "/" + GetParam();
+    golden_ = golden::read_golden(dir_);
+    model_ = Model::load(dir_);
+    tolerance_ = GetParam().find("f32") != std::string::npos ? 1e-3 : 3e-2;
+  }
+  std::string dir_;
+  golden::Golden golden_;
+  std::unique_ptr<Model> model_;
+  double tolerance_ = 0;
+};
+
+TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
+  if (IsSkipped()) return;
+  const int64_t n = int64_t(golden_.ids.size()), vocab = model_->config().vocab;
+  for (int64_t chunk : {int64_t(7), int64_t(64), int64_t(1024)}) {
+    for (int64_t prefill : {int64_t(1), int64_t(70)}) {
+      cuda::CudaModelOptions opt;
+      opt.max_slots = 3;
+      opt.context_limit = 256;
+      opt.prefill_chunk = chunk;
+      opt.page_size = 16;
+      cuda::CudaModel gpu(*model_, opt);
+      const int slot = 2;
+      std::vector<float> logits(size_t(n * vocab)), expected;
+      gpu.prefill(slot, golden_.ids.data(), prefill, logits.data() + (prefill - 1) * vocab);
+      for (int64_t t = prefill; t < n; ++t) gpu.decode(&slot, golden_.ids.data() + t, 1, logits.data() + t * vocab);
+      // Compare the rows the engine produced: prefill's last one and every decoded one.
+      std::vector<float> got(logits.begin() + (prefill - 1) * vocab, logits.end());
+      expected.assign(golden_.logits.begin() + (prefill - 1) * vocab, golden_.logits.end());
+      const double err = normalized_error(got, expected);
+      EXPECT_LE(err, tolerance_) << "chunk " << chunk << " prefill " << prefill;
+      std::printf("  %s chunk %ld prefill %ld: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(), long(chunk),
+                  long(prefill), err, tolerance_);
+      EXPECT_EQ(gpu.slot_tokens(slot), n);
+    }
+  }
+}
+
+TEST_P(CudaGolden, BatchOfScatteredSlotsDecodesLikeTheCpuEngine) {
+  if (IsSkipped()) return;
+  const int64_t vocab = model_->config().vocab;
+  const std::vector<int> slots = {5, 0, 3, 6};
+  const int64_t B = int64_t(slots.size());
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 7;
+  opt.context_limit = 200;
+  opt.page_size = 8;
+  cuda::CudaModel gpu(*model_, opt);
+  std::vector<HybridCache> caches;
+  std::vector<std::vector<int32_t>> seqs;
+  for (int64_t b = 0; b < B; ++b) {
+    // Different sequences of different lengths: rotated golden ids.
+    std::vector<int32_t> s(golden_.ids.begin() + b * 9, golden_.ids.end());
+    s.resize(size_t(20 + 23 * b + 30));
+    for (size_t i = 0; i < s.size(); ++i) s[i] = golden_.ids[(i * (b + 1) + size_t(b) * 7) % golden_.ids.size()];
+    seqs.push_back(s);
+    caches.push_back(model_->new_cache());
+    const int64_t prompt = 20 + 23 * b;
+    model_->forward(s.data(), prompt, caches.back(), nullptr);
+    gpu.prefill(slots[size_t(b)], s.data(), prompt, nullptr);
+  }
+  double worst = 0;
+  for (int64_t step = 0; step < 30; ++step) {
+    std::vector<int32_t> ids(static_cast<size_t>(B));
+    std::vector<float> expected(size_t(B * vocab)), got(size_t(B * vocab));
+    for (int64_t b = 0; b < B; ++b) {
+      ids[size_t(b)] = seqs[size_t(b)][size_t(20 + 23 * b + step)];
+      model_->forward(&ids[size_t(b)], 1, caches[size_t(b)], expected.data() + b * vocab);
+    }
+    gpu.decode(slots.data(), ids.data(), B, got.data());
+    worst = std::max(worst, normalized_error(got, expected));
+  }
+  EXPECT_LE(worst, tolerance_);
+  std::printf("  %s: batch of %ld, 30 steps, worst logits error vs CPU %.2e\n", GetParam().c_str(), long(B), worst);
+}
+
+TEST_P(CudaGolden, GreedyBatchEqualsOneAtATimeAndReference) {
+  if (IsSkipped()) return;
+  const int64_t steps = 24;
+  auto prompt = [&](int64_t b) {
+    if (b == 0 && !golden_.greedy_prompt.empty()) return golden_.greedy_prompt;
+    std::vector<int32_t> p(size_t(5 + 11 * b));
+    for (size_t i = 0; i < p.size(); ++i) p[i] = golden_.ids[(i * 3 + size_t(b) * 17) % golden_.ids.size()];
+    return p;
+  };
+  const int64_t B = 5;
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 8;
+  opt.context_limit = 128;
+  // Batched: all B prompts, then greedy steps together (device argmax).
+  cuda::CudaModel gpu(*model_, opt);
+  const std::vector<int> slots = {7, 1, 4, 0, 2};
+  std::vector<int32_t> cur(static_cast<size_t>(B));
+  std::vector<std::vector<int32_t>> batched(static_cast<size_t>(B));
+  std::vector<float> logits(size_t(model_->config().vocab));
+  auto argmax = [&](const std::vector<float>& l) {
+    return int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+  };
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t> p = prompt(b);
+    gpu.prefill(slots[size_t(b)], p.data(), int64_t(p.size()), logits.data());
+    cur[size_t(b)] = argmax(logits);
+  }
+  std::vector<cuda::DeviceSampling> greedy(static_cast<size_t>(B));
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t b = 0; b < B; ++b) batched[size_t(b)].push_back(cur[size_t(b)]);
+    if (s + 1 < steps) gpu.decode_sample(slots.data(), cur.data(), B, greedy.data(), cur.data());
+  }
+  // One at a time, in a fresh engine, slot 0 each time after reset.
+  cuda::CudaModel single(*model_, opt);
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t> p = prompt(b);
+    single.reset_slot(0);
+    single.prefill(0, p.data(), int64_t(p.size()), logits.data());
+    std::vector<int32_t> tokens = {argmax(logits)};
+    while (int64_t(tokens.size()) < steps) {
+      single.decode(std::vector<int>{0}.data(), &tokens.back(), 1, logits.data());
+      tokens.push_back(argmax(logits));
+    }
+    EXPECT_EQ(tokens, batched[size_t(b)]) << "prompt " << b;
+  }
+  // The reference's greedy continuation (fp32 cases carry one).
+  if (!golden_.greedy_tokens.empty() && GetParam().find("f32") != std::string::npos) {
+    std::vector<int32_t> ref(golden_.greedy_tokens.begin(),
+                             golden_.greedy_tokens.begin() + std::min<size_t>(steps, golden_.greedy_tokens.size()));
+    std::vector<int32_t> got(batched[0].begin(), batched[0].begin() + int64_t(ref.size()));
+    EXPECT_EQ(got, ref) << "greedy continuation differs from the float64 reference";
+  }
+}
+
+TEST_P(CudaGolden, GraphReplayEqualsDirectLaunchesAndPagesComeBack) {
+  if (IsSkipped()) return;
+  const int64_t vocab = model_->config().vocab;
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 4;
+  opt.context_limit = 160;
+  opt.page_size = 8;
+  cuda::CudaModelOptions direct_opt = opt;
+  direct_opt.cuda_graphs = false;
+  cuda::CudaModel graphed(*model_, opt), direct(*model_, direct_opt);
+  const std::vector<int> slots = {3, 1};
+  for (cuda::CudaModel* m : {&graphed, &direct}) {
+    m->prefill(3, golden_.ids.data(), 40, nullptr);
+    m->prefill(1, golden_.ids.data() + 50, 17, nullptr);
+  }
+  for (int64_t step = 0; step < 12; ++step) {
+    const std::vector<int32_t> ids = {golden_.ids[size_t(40 + step)], golden_.ids[size_t(67 + step)]};
+    std::vector<float> a(size_t(2 * vocab)), b(size_t(2 * vocab));
+    graphed.decode(slots.data(), ids.data(), 2, a.data());
+    direct.decode(slots.data(), ids.data(), 2, b.data());
+    ASSERT_EQ(a, b) << "step " << step;
+  }
+  const int64_t all = graphed.kv_pages();
+  if (model_->config().has_kind(LayerKind::Attn)) {
+    EXPECT_LT(graphed.free_pages(), all);
+  }
+  graphed.reset_slot(3);
+  graphed.reset_slot(1);
+  EXPECT_EQ(graphed.free_pages(), all);
+  EXPECT_EQ(graphed.slot_tokens(3), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::ValuesIn(golden::case_names()));
+
+TEST(CudaModelErrors, BadSlotsIdsAndOverflowAreErrors) {
+  skip_without_gpu();
+  const std::string dir = golden::golden_root() + "/jet_mix_f32";
+  auto model = Model::load(dir);
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 2;
+  opt.context_limit = 40;
+  opt.page_size = 8;
+  opt.kv_pages = 6;  // 48 tokens over both slots
+  cuda::CudaModel gpu(*model, opt);
+  std::vector<int32_t> ids(40, 1);
+  EXPECT_THROW(gpu.prefill(2, ids.data(), 3, nullptr), Error);
+  ids[1] = model->config().vocab;
+  EXPECT_THROW(gpu.prefill(0, ids.data(), 3, nullptr), Error);
+  EXPECT_EQ(gpu.slot_tokens(0), 0);
+  ids[1] = 1;
+  EXPECT_THROW(gpu.prefill(0, ids.data(), 41, nullptr), Error);
+  gpu.prefill(0, ids.data(), 40, nullptr);  // 5 pages
+  EXPECT_THROW(gpu.prefill(1, ids.data(), 16, nullptr), Error);  // needs 2, 1 free
+  const int both[] = {0, 0};
+  EXPECT_THROW(gpu.decode(both, ids.data(), 2, nullptr), Error);
+  const int full[] = {0};
+  EXPECT_THROW(gpu.decode(full, ids.data(), 1, nullptr), Error);  // slot 0 is at its limit
+  gpu.reset_slot(0);
+  gpu.prefill(1, ids.data(), 16, nullptr);
+  EXPECT_EQ(gpu.slot_tokens(1), 16);
+}
+
+}  // namespace
+}  // namespace jetlm
