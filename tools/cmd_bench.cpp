@@ -10,11 +10,24 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "bench_cuda.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "jetlm/model.h"
 
 namespace jetlm::cli {
+
+// Matmuls and attention; the LM head is counted where it runs (declared in bench_cuda.h).
+double layer_flops_per_token(const ModelConfig& c, int64_t pos) {
+  const int64_t lm_head = c.tie_embeddings ? 0 : int64_t(c.vocab) * c.hidden;
+  double f = 2.0 * double(parameter_count(c) - int64_t(c.vocab) * c.hidden - lm_head);
+  for (LayerKind k : c.layer_types) {
+    if (k == LayerKind::Jet) continue;
+    const int64_t ctx = k == LayerKind::Swa ? std::min<int64_t>(pos, c.swa_window) : pos;
+    f += 4.0 * double(ctx) * c.n_heads * c.head_dim;
+  }
+  return f;
+}
 
 namespace {
 
@@ -34,6 +47,9 @@ struct BenchArgs {
   int64_t batch = 1;
   int threads = 0;
   bool json = false;
+  std::string device = "cpu";
+  int64_t chunk = 2048;   // cuda: prefill chunk
+  bool no_graphs = false; // cuda: launch the decode step directly
 };
 
 // Best of several passes of a threaded sum over a buffer far larger than the caches (GB/s).
@@ -71,19 +87,6 @@ double measure_gemm_peak() {
   return best;
 }
 
-// FLOPs of one token's pass through the layers at context position `pos` (matmuls and
-// attention; the LM head is counted where it runs).
-double layer_flops_per_token(const ModelConfig& c, int64_t pos) {
-  const int64_t lm_head = c.tie_embeddings ? 0 : int64_t(c.vocab) * c.hidden;
-  double f = 2.0 * double(parameter_count(c) - int64_t(c.vocab) * c.hidden - lm_head);
-  for (LayerKind k : c.layer_types) {
-    if (k == LayerKind::Jet) continue;
-    const int64_t ctx = k == LayerKind::Swa ? std::min<int64_t>(pos, c.swa_window) : pos;
-    f += 4.0 * double(ctx) * c.n_heads * c.head_dim;
-  }
-  return f;
-}
-
 DType parse_weight_dtype(const std::string& name) {
   if (name == "bf16") return DType::BF16;
   if (name == "f16") return DType::F16;
@@ -94,7 +97,11 @@ DType parse_weight_dtype(const std::string& name) {
 
 void run_bench(const BenchArgs& args) {
   if (args.threads > 0) cpu::set_num_threads(args.threads);
-  if (args.batch != 1)
+  if (args.device != "cpu" && args.device != "cuda")
+    throw_error("--device", "'" + args.device + "' is not one of cpu, cuda");
+  if (args.device == "cuda" && !cuda_bench_available())
+    throw_error("--device cuda", "this jetlm was built without the CUDA backend (configure with -DJETLM_CUDA=ON)");
+  if (args.device == "cpu" && args.batch != 1)
     throw_error("--batch", "batched decode is not implemented on the CPU backend yet; use --batch 1");
   if (args.model_dir.empty() == args.config.empty())
     throw_error("jetlm bench", "give exactly one of --model DIR or --config (path or preset) --random-weights");
@@ -112,6 +119,21 @@ void run_bench(const BenchArgs& args) {
           : Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"));
   const ModelConfig& c = model->config();
   const std::string name = args.model_dir.empty() ? args.config : args.model_dir;
+  if (args.device == "cuda") {
+    CudaBenchArgs cargs;
+    cargs.name = name;
+    cargs.prompt_lens = prompt_lens;
+    if (!args.depths.empty()) for (int32_t d : parse_id_list(args.depths, "--depth")) {
+      if (d < 0) throw_error("--depth", "depths must be >= 0");
+      cargs.depths.push_back(d);
+    }
+    cargs.gen = args.gen;
+    cargs.batch = args.batch;
+    cargs.prefill_chunk = args.chunk;
+    cargs.cuda_graphs = !args.no_graphs;
+    cargs.json = args.json;
+    return run_cuda_bench(*model, cargs);
+  }
   if (!args.json)
     std::fprintf(stderr, "jetlm bench: %s, %.2f GB of weights ready in %.1f s; measuring the machine...\n",
                  name.c_str(), double(model->weight_bytes()) / 1e9, seconds_since(load_t0));
@@ -223,9 +245,12 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
                   "cache contents, no prefill)");
   cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32)")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", args->batch, "sequences decoded together (CPU: 1)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", args->batch, "sequences decoded together (cuda; the CPU backend runs 1)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", args->json, "one JSON object per configuration");
+  cmd->add_option("--device", args->device, "cpu (default) or cuda (needs a build with JETLM_CUDA=ON)");
+  cmd->add_option("--chunk", args->chunk, "cuda: prefill chunk in tokens (default 2048)")->check(CLI::Range(1, 65535));
+  cmd->add_flag("--no-graphs", args->no_graphs, "cuda: launch each decode step directly instead of a CUDA graph");
   cmd->callback([args] { run_bench(*args); });
 }
 

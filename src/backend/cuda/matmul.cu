@@ -278,4 +278,50 @@ void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias,
   }
 }
 
+double measure_bf16_gemm_tflops(int64_t n) {
+  // n x n x n bf16 GEMM with float32 output: the tensor-core peak the prefill roofline divides by.
+  Buffer<uint16_t> a(size_t(n * n)), b(size_t(n * n));
+  Buffer<float> c(size_t(n * n));
+  fill_bytes(a.data(), 0x3c, a.size() * 2);
+  fill_bytes(b.data(), 0x3c, b.size() * 2);
+  cudaEvent_t e0, e1;
+  JETLM_CUDA_CHECK(cudaEventCreate(&e0));
+  JETLM_CUDA_CHECK(cudaEventCreate(&e1));
+  double best = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    JETLM_CUDA_CHECK(cudaEventRecord(e0, stream()));
+    gemm(a.data(), b.data(), CUDA_R_16BF, n, n, n, false, c.data(), n);
+    JETLM_CUDA_CHECK(cudaEventRecord(e1, stream()));
+    JETLM_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    JETLM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (rep > 0) best = std::max(best, 2.0 * double(n) * double(n) * double(n) / (double(ms) * 1e-3) / 1e12);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return best;
+}
+
+double measure_read_bandwidth_gb_s(size_t bytes) {
+  // Device-to-device copy: every byte is read once and written once.
+  Buffer<uint8_t> src(bytes), dst(bytes);
+  fill_bytes(src.data(), 1, bytes);
+  cudaEvent_t e0, e1;
+  JETLM_CUDA_CHECK(cudaEventCreate(&e0));
+  JETLM_CUDA_CHECK(cudaEventCreate(&e1));
+  double best = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    JETLM_CUDA_CHECK(cudaEventRecord(e0, stream()));
+    JETLM_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), bytes, cudaMemcpyDeviceToDevice, stream()));
+    JETLM_CUDA_CHECK(cudaEventRecord(e1, stream()));
+    JETLM_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    JETLM_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (rep > 0) best = std::max(best, 2.0 * double(bytes) / (double(ms) * 1e-3) / 1e9);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return best;
+}
+
 }  // namespace jetlm::cuda

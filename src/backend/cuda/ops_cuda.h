@@ -164,6 +164,11 @@ struct DeviceSampling {
   uint64_t step = 0;   // position of the draw: the same (seed, step) always draws the same token
 };
 
+// Machine measurements for benchmark rooflines: cuBLAS bf16 GEMM (n^3, float32 output) TFLOP/s, and
+// device memory bandwidth (GB/s, bytes read + written by a device-to-device copy of `bytes`).
+double measure_bf16_gemm_tflops(int64_t n = 8192);
+double measure_read_bandwidth_gb_s(size_t bytes = size_t(2) << 30);
+
 // x[n] = uniform in [-scale, scale) from a counter-based hash of (seed, i): benchmark caches.
 void fill_uniform(float* x, int64_t n, float scale, uint64_t seed);
 // rope with positions[T] (device) instead of pos0 + t.
