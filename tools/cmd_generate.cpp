@@ -22,6 +22,9 @@
 #include "jetlm/session.h"
 #include "jetlm/text_generation.h"
 #include "jetlm/tokenizer.h"
+#ifdef JETLM_HAVE_CUDA
+#include "backend/cuda/cuda_model.h"
+#endif
 
 namespace jetlm::cli {
 
@@ -134,7 +137,37 @@ struct GenerateArgs {
   int threads = 0;
   std::vector<std::string> stops;
   SamplingFlags sampling;
+  std::string device = "cpu";
 };
+
+// The session generate runs in: the CPU engine, or slot 0 of the CUDA engine sized for this
+// prompt plus max_new tokens (the weights are uploaded once).
+struct GenerationEngine {
+  std::unique_ptr<BatchBackend> backend;
+  std::unique_ptr<Session> session;
+};
+GenerationEngine make_engine(const Model& model, const std::string& device, int64_t tokens_needed, int64_t chunk) {
+  GenerationEngine engine;
+  if (device == "cpu") {
+    engine.session = std::make_unique<Session>(model);
+  } else if (device == "cuda") {
+#ifdef JETLM_HAVE_CUDA
+    cuda::CudaModelOptions options;
+    options.max_slots = 1;
+    options.context_limit = std::min<int64_t>(model.config().max_position, tokens_needed);
+    options.prefill_chunk = std::min<int64_t>(std::max<int64_t>(chunk, 1), 65535);
+    engine.backend = std::make_unique<cuda::CudaModel>(model, options);
+    engine.session = std::make_unique<Session>(*engine.backend, 0);
+#else
+    (void)tokens_needed;
+    (void)chunk;
+    throw_error("--device cuda", "this jetlm was built without the CUDA backend (configure with -DJETLM_CUDA=ON)");
+#endif
+  } else {
+    throw_error("--device", "'" + device + "' is not one of cpu, cuda");
+  }
+  return engine;
+}
 
 std::string read_prompt(const std::string& text) {
   if (!text.empty() && text[0] == '@') {
@@ -193,7 +226,8 @@ void run_generate(GenerateArgs& args) {
   std::fprintf(stderr, "jetlm: %s, %zu prompt tokens, seed %llu\n", args.model_dir.c_str(), ids.size(),
                (unsigned long long)sampling.seed);
 
-  Session session(*model);
+  GenerationEngine engine = make_engine(*model, args.device, int64_t(ids.size()) + args.max_new, args.chunk);
+  Session& session = *engine.session;
   const auto t0 = std::chrono::steady_clock::now();
   session.feed(ids, args.chunk, prefill_progress(int64_t(ids.size()), args.chunk));
   const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -429,6 +463,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--chunk", gen->chunk, "prefill chunk in tokens (default 512)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
+  cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
   gen->sampling.add_to(cmd);
   cmd->callback([gen] { run_generate(*gen); });
 

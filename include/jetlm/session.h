@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "jetlm/batch_backend.h"
 #include "jetlm/model.h"
 #include "jetlm/sampling.h"
 
@@ -31,11 +32,16 @@ struct GenerateResult {
 class Session {
  public:
   explicit Session(const Model& model);
+  // A session on one slot of a batched backend (e.g. the CUDA engine): the slot is reset now and
+  // holds this session's cache. snapshot()/restore() are not available on a backend slot.
+  Session(BatchBackend& backend, int slot);
 
-  const Model& model() const { return model_; }
+  const ModelConfig& config() const { return *config_; }
   const std::vector<int32_t>& history() const { return history_; }
   const HybridCache& cache() const { return cache_; }
-  int64_t context_limit() const { return model_.config().max_position; }
+  int64_t context_limit() const {
+    return backend_ ? backend_->context_limit() : int64_t(config_->max_position);
+  }
 
   // Prefills `ids` in chunks of `chunk` tokens after what the session already holds. Throws
   // jetlm::Error (and changes nothing) when an id is out of range or the context would overflow.
@@ -54,12 +60,15 @@ class Session {
     std::vector<int32_t> history;
     std::vector<float> last_logits;
   };
-  Snapshot snapshot() const { return {cache_.snapshot(), history_, last_logits_}; }
+  Snapshot snapshot() const;
   void restore(const Snapshot& s);
 
  private:
-  const Model& model_;
-  HybridCache cache_;
+  const Model* model_ = nullptr;        // CPU mode
+  BatchBackend* backend_ = nullptr;     // backend-slot mode
+  int slot_ = 0;
+  const ModelConfig* config_;
+  HybridCache cache_;                   // CPU mode's cache (empty in backend mode)
   std::vector<int32_t> history_;
   std::vector<float> last_logits_;  // [vocab], empty before the first feed
 };

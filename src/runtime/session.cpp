@@ -12,11 +12,28 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 }  // namespace
 
-Session::Session(const Model& model) : model_(model), cache_(model.new_cache()) {}
+Session::Session(const Model& model) : model_(&model), config_(&model.config()), cache_(model.new_cache()) {}
+
+namespace {
+const ModelConfig& no_layers() {
+  static const ModelConfig config;  // n_layers 0: an empty HybridCache for backend-slot sessions
+  return config;
+}
+}  // namespace
+
+Session::Session(BatchBackend& backend, int slot)
+    : backend_(&backend), slot_(slot), config_(&backend.config()), cache_(no_layers()) {
+  backend_->reset_slot(slot_);
+}
+
+Session::Snapshot Session::snapshot() const {
+  if (backend_) throw_error("session", "snapshot() is not available on a backend slot");
+  return {cache_.snapshot(), history_, last_logits_};
+}
 
 void Session::feed(std::span<const int32_t> ids, int64_t chunk,
                    const std::function<void(int64_t, int64_t)>& progress) {
-  const int64_t vocab = model_.config().vocab;
+  const int64_t vocab = config_->vocab;
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= vocab)
       throw_error("prompt", "token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
@@ -32,7 +49,10 @@ void Session::feed(std::span<const int32_t> ids, int64_t chunk,
   last_only.all_logits = false;
   for (size_t t0 = 0; t0 < ids.size(); t0 += size_t(chunk)) {
     const int64_t len = std::min<int64_t>(chunk, int64_t(ids.size() - t0));
-    model_.forward(ids.data() + t0, len, cache_, last_logits_.data(), last_only);
+    if (backend_)
+      backend_->prefill(slot_, ids.data() + t0, len, last_logits_.data());
+    else
+      model_->forward(ids.data() + t0, len, cache_, last_logits_.data(), last_only);
     history_.insert(history_.end(), ids.begin() + int64_t(t0), ids.begin() + int64_t(t0) + len);
     if (progress) progress(int64_t(t0) + len, int64_t(ids.size()));
   }
@@ -72,12 +92,14 @@ GenerateResult Session::generate(const GenerateOptions& options,
 }
 
 void Session::reset() {
-  cache_.reset();
+  if (backend_) backend_->reset_slot(slot_);
+  else cache_.reset();
   history_.clear();
   last_logits_.clear();
 }
 
 void Session::restore(const Snapshot& s) {
+  if (backend_) throw_error("session", "restore() is not available on a backend slot");
   cache_.restore(s.cache);
   history_ = s.history;
   last_logits_ = s.last_logits;
