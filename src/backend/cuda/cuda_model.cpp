@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "backend/cuda/cuda_common.h"
@@ -62,6 +63,12 @@ int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : config_(model.config()), options_(options) {
   require_device();
   const ModelConfig& c = config_;
+  // Precision follows the weights: float32 models keep float32 attention everywhere.
+  for (const LayerWeights& L : model.weights().layers)
+    if (L.kind != LayerKind::Jet)
+      tensor_core_attention_ = L.attn.q.dtype != DType::F32 && c.head_dim <= kAttentionTcMaxHeadDim;
+  // JETLM_ATTENTION_TC=0 keeps the float32 prefill attention (for A/B benchmarks).
+  if (const char* env = std::getenv("JETLM_ATTENTION_TC"); env && std::string(env) == "0") tensor_core_attention_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -376,7 +383,11 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       rope(s.q.data(), T, Hq, hd, pos0, c.rope_theta);
       rope(s.k.data(), T, Hkv, hd, pos0, c.rope_theta);
       const KvLayout L = layout(il);
-      if (d.kind == LayerKind::Attn) {
+      const bool tc = tensor_core_attention_ && T >= kTensorCoreMinRows;
+      if (d.kind == LayerKind::Attn && tc) {
+        kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
+        attention_prefill_tc(s.q.data(), L, slot, T, pos0 + T, Hq, Hkv, hd, pos0, 0, 0, s.attn.data());
+      } else if (d.kind == LayerKind::Attn) {
         kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
         kv_gather(L, slot, 0, pos0 + T, s.kc.data(), s.vc.data());
         attention(s.q.data(), s.kc.data(), s.vc.data(), T, pos0 + T, Hq, Hkv, hd, pos0, 0, 0, s.attn.data());
@@ -387,8 +398,14 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         kv_gather(L, slot, pos0 - prev, prev, s.kc.data(), s.vc.data());
         copy_device(s.kc.data() + prev * kv_row, s.k.data(), size_t(T * kv_row) * 4);
         copy_device(s.vc.data() + prev * kv_row, s.v.data(), size_t(T * kv_row) * 4);
-        attention(s.q.data(), s.kc.data(), s.vc.data(), T, prev + T, Hq, Hkv, hd, pos0, pos0 - prev, W,
-                  s.attn.data());
+        if (tc) {
+          const KvLayout gathered{s.kc.data(), s.vc.data(), kv_row, nullptr, 0, 0, prev + T};
+          attention_prefill_tc(s.q.data(), gathered, 0, T, prev + T, Hq, Hkv, hd, pos0, pos0 - prev, W,
+                               s.attn.data());
+        } else {
+          attention(s.q.data(), s.kc.data(), s.vc.data(), T, prev + T, Hq, Hkv, hd, pos0, pos0 - prev, W,
+                    s.attn.data());
+        }
         kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
       }
       matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());

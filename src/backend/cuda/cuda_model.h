@@ -78,6 +78,11 @@ class CudaModel final : public BatchBackend {
   void run_decode(int64_t B);
   KvLayout layout(int il) const;
 
+  // Prefill attention on tensor cores (bf16 operands) for half-precision and q8 models with
+  // head_dim <= 128, for chunks of at least kTensorCoreMinRows tokens.
+  static constexpr int64_t kTensorCoreMinRows = 16;
+  bool tensor_core_attention_ = false;
+
   ModelConfig config_;
   CudaModelOptions options_;
   Stream stream_ = nullptr;

@@ -185,6 +185,13 @@ int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit);
 void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, const int32_t* lengths, int64_t B,
                       int64_t Hq, int64_t Hkv, int64_t hd, int64_t window, int64_t context_limit, int splits,
                       float* o);
+// Prefill attention on tensor cores (bf16 Q/K/P/V, float32 accumulation and softmax): the contract
+// of attention() with key s (absolute position kpos0 + s, 0 <= s < S) read from K/V row
+// (slot, s) of `kv` (paged pool in place; contiguous K/V [S, row] = a ring of S rows, slot 0).
+// Normalised error ~1e-3..1e-2 against float64: used for half-precision models. hd <= 128.
+inline constexpr int64_t kAttentionTcMaxHeadDim = 128;
+void attention_prefill_tc(const float* q, const KvLayout& kv, int64_t slot, int64_t T, int64_t S, int64_t Hq,
+                          int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o);
 // One dynamic-conv step per sequence: u [B, C], kernel [B, C, K], conv state of sequence b at
 // conv_pool + slots[b] * (K-1) * C (oldest row first), updated in place; v [B, C].
 void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64_t K, float* conv_pool,
