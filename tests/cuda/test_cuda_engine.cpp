@@ -152,6 +152,33 @@ TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
   }
 }
 
+TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
+  skip_without_gpu();
+  std::mt19937 rng(31);
+  // T, H, dk, dv, strong decay; dk/dv not multiples of 16 take the float32 kernels.
+  struct Case { int64_t T, H, dk, dv; bool strong; bool tc; };
+  for (const Case cs : {Case{64, 2, 32, 48, false, true}, Case{200, 3, 96, 256, false, true},
+                        Case{130, 2, 64, 64, true, true}, Case{1000, 1, 128, 128, false, true},
+                        Case{77, 2, 24, 40, false, false}}) {
+    test::GdnInputs in = test::gdn_inputs(rng, cs.T, cs.H, cs.dk, cs.dv, cs.strong);
+    std::vector<float> S_exp = in.S, o_exp(static_cast<size_t>(cs.T * cs.H * cs.dv));
+    ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), cs.T, cs.H, cs.dk, cs.dv,
+                       S_exp.data(), o_exp.data());
+    auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta), dS = dev(in.S);
+    cuda::Buffer<float> d_o(o_exp.size());
+    cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv, dS.data(),
+                         d_o.data());
+    const double eo = normalized_error(host(d_o), o_exp), es = normalized_error(host(dS), S_exp);
+    EXPECT_LE(eo, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    EXPECT_LE(es, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    if (cs.tc) {
+      EXPECT_GE(eo, 1e-7) << "TF32 operands should leave a visible rounding error";
+    }
+    std::printf("  gdn_chunked_tc T %ld H %ld dk %ld dv %ld%s: o error %.2e, S error %.2e\n", long(cs.T), long(cs.H),
+                long(cs.dk), long(cs.dv), cs.strong ? " strong decay" : "", eo, es);
+  }
+}
+
 TEST(CudaEngineOps, KvAppendThenGatherRoundTrips) {
   skip_without_gpu();
   std::mt19937 rng(3);

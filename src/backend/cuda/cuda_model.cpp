@@ -63,12 +63,10 @@ int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : config_(model.config()), options_(options) {
   require_device();
   const ModelConfig& c = config_;
-  // Precision follows the weights: float32 models keep float32 attention everywhere.
-  for (const LayerWeights& L : model.weights().layers)
-    if (L.kind != LayerKind::Jet)
-      tensor_core_attention_ = L.attn.q.dtype != DType::F32 && c.head_dim <= kAttentionTcMaxHeadDim;
-  // JETLM_ATTENTION_TC=0 keeps the float32 prefill attention (for A/B benchmarks).
-  if (const char* env = std::getenv("JETLM_ATTENTION_TC"); env && std::string(env) == "0") tensor_core_attention_ = false;
+  // Precision follows the weights: float32 models keep float32 prefill attention and delta rule.
+  tensor_cores_ = !model.weights().layers.empty() && model.weights().layers[0].gate.dtype != DType::F32;
+  // JETLM_TENSOR_CORES=0 keeps the float32 prefill kernels (for A/B benchmarks).
+  if (const char* env = std::getenv("JETLM_TENSOR_CORES"); env && std::string(env) == "0") tensor_cores_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -367,6 +365,8 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       float* state = d.state.data() + slot * H * dk * dv;
       if (T == 1)
         gdn_recurrent(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
+      else if (tensor_cores_)
+        gdn_chunked_tc(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       else
         gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       matmul(xn, T, d.jg, nullptr, s.gate.data());
@@ -383,7 +383,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       rope(s.q.data(), T, Hq, hd, pos0, c.rope_theta);
       rope(s.k.data(), T, Hkv, hd, pos0, c.rope_theta);
       const KvLayout L = layout(il);
-      const bool tc = tensor_core_attention_ && T >= kTensorCoreMinRows;
+      const bool tc = tensor_cores_ && hd <= kAttentionTcMaxHeadDim && T >= kTensorCoreMinRows;
       if (d.kind == LayerKind::Attn && tc) {
         kv_append(L, s.k.data(), s.v.data(), T, nullptr, slot, nullptr, pos0);
         attention_prefill_tc(s.q.data(), L, slot, T, pos0 + T, Hq, Hkv, hd, pos0, 0, 0, s.attn.data());

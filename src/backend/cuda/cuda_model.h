@@ -78,10 +78,10 @@ class CudaModel final : public BatchBackend {
   void run_decode(int64_t B);
   KvLayout layout(int il) const;
 
-  // Prefill attention on tensor cores (bf16 operands) for half-precision and q8 models with
-  // head_dim <= 128, for chunks of at least kTensorCoreMinRows tokens.
+  // Half-precision and q8 models prefill on tensor cores: attention with bf16 operands (head_dim
+  // <= 128, chunks of at least kTensorCoreMinRows tokens) and the delta rule's state pass in TF32.
   static constexpr int64_t kTensorCoreMinRows = 16;
-  bool tensor_core_attention_ = false;
+  bool tensor_cores_ = false;
 
   ModelConfig config_;
   CudaModelOptions options_;

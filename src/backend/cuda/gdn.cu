@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <mma.h>
+
 #include "backend/cuda/cuda_common.h"
 #include "core/error.h"
 
@@ -99,6 +101,9 @@ struct ChunkWork {
   float* U;  // [nc, H, 64, dv]
   float* P;  // [nc, H, 64, 64]   P[t][j] = e^{G_t - G_j} q_t.k_j (j <= t), else 0
   float* E;  // [nc, H, 64, 2]    (e^{G_t}, e^{G_last - G_t})
+  // Tensor-core state pass only (null otherwise): decays folded into the operands.
+  float* Qg = nullptr;  // [nc, H, 64, dk]  e^{G_t} q_t
+  float* Kd = nullptr;  // [nc, H, 64, dk]  e^{G_last - G_t} k_t
 };
 
 size_t prep_smem(int64_t dk) {
@@ -149,6 +154,16 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prep_kernel(const float* __r
     eL_s[tid] = float(exp(G_s[kChunk - 1] - G_s[tid]));
     work.E[(blk * kChunk + tid) * 2] = eG_s[tid];
     work.E[(blk * kChunk + tid) * 2 + 1] = eL_s[tid];
+  }
+  if (work.Qg) {
+    __syncthreads();  // eG_s / eL_s written
+    float* Qg = work.Qg + blk * kChunk * dk;
+    float* Kd = work.Kd + blk * kChunk * dk;
+    for (int i = tid; i < kChunk * dki; i += blockDim.x) {
+      const int t = i / dki, d = i - t * dki;
+      Qg[i] = eG_s[t] * q_s[t * (dk + 1) + d];
+      Kd[i] = eL_s[t] * k_s[t * (dk + 1) + d];
+    }
   }
   float* P = work.P + blk * kChunk * kChunk;
   for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x) {
@@ -379,6 +394,120 @@ __global__ void __launch_bounds__(kStateThreads) gdn_state_kernel(const float* _
   }
 }
 
+// ---- chunked, phase 2 on tensor cores (TF32 WMMA m16n16k8, float32 accumulation) -----------------
+// Block = (head, 16 value columns), 4 warps; warp w owns chunk rows 16w..16w+15. The state slice
+// S[dk, 16] stays in shared memory; the chunk's W, e^G q, P, U and e^{G_L - G} k are read as
+// fragments straight from global memory (L2). Per chunk:
+//   delta = U - W S;   o = (e^G q) S + P delta;   S = e^{G_L} S + (e^{G_L - G} k)^T delta.
+// Needs dk % 16 == 0 and dv % 16 == 0 (gdn_chunked_tc falls back otherwise).
+constexpr int kTcCols = 16;
+constexpr int kTcLd = kTcCols + 4;  // shared rows of 20 floats (a 16-byte multiple, staggered banks)
+
+template <typename Frag>
+__device__ __forceinline__ void to_tf32(Frag& f) {
+#pragma unroll
+  for (int i = 0; i < f.num_elements; ++i) f.x[i] = nvcuda::wmma::__float_to_tf32(f.x[i]);
+}
+
+__global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                                           ChunkWork work, float* __restrict__ S,
+                                                           float* __restrict__ o) {
+  using namespace nvcuda;
+  extern __shared__ __align__(128) float smt[];
+  float* S_s = smt;                  // [dk][20]
+  float* D_s = S_s + dk * kTcLd;     // [64][20] delta
+  float* O_s = D_s + kChunk * kTcLd; // [64][20] output staging (rows >= L and the tail are not written)
+  const int warp = threadIdx.x / 32;
+  const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * kTcCols;
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  float* Sh = S + h * dk * dv;
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
+  __syncthreads();
+  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  using FragAc = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+  using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+  const int64_t r0 = warp * 16;
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t blk = c * H + h, t0 = c * kChunk;
+    const int64_t L = min(int64_t(kChunk), T - t0);
+    const float* W = work.W + blk * kChunk * dk;
+    const float* Qg = work.Qg + blk * kChunk * dk;
+    const float* Kd = work.Kd + blk * kChunk * dk;
+    const float* P = work.P + blk * kChunk * kChunk;
+    const float* U = work.U + blk * kChunk * dv;
+    const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}: G is flat past the last token
+
+    // delta rows r0.. = U - W S
+    FragC ws, u;
+    wmma::fill_fragment(ws, 0.0f);
+    for (int64_t kk = 0; kk < dk; kk += 8) {
+      FragA a;
+      FragB b;
+      wmma::load_matrix_sync(a, W + r0 * dk + kk, unsigned(dk));
+      wmma::load_matrix_sync(b, S_s + kk * kTcLd, kTcLd);
+      to_tf32(a);
+      to_tf32(b);
+      wmma::mma_sync(ws, a, b, ws);
+    }
+    wmma::load_matrix_sync(u, U + r0 * dv + c0, unsigned(dv), wmma::mem_row_major);
+#pragma unroll
+    for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
+    wmma::store_matrix_sync(D_s + r0 * kTcLd, u, kTcLd, wmma::mem_row_major);
+    __syncthreads();  // every row of delta written
+
+    // o rows r0.. = (e^G q) S + P delta (P is lower triangular: columns j < r0 + 16 only)
+    FragC oc;
+    wmma::fill_fragment(oc, 0.0f);
+    for (int64_t kk = 0; kk < dk; kk += 8) {
+      FragA a;
+      FragB b;
+      wmma::load_matrix_sync(a, Qg + r0 * dk + kk, unsigned(dk));
+      wmma::load_matrix_sync(b, S_s + kk * kTcLd, kTcLd);
+      to_tf32(a);
+      to_tf32(b);
+      wmma::mma_sync(oc, a, b, oc);
+    }
+    for (int64_t kk = 0; kk < r0 + 16; kk += 8) {
+      FragA a;
+      FragB b;
+      wmma::load_matrix_sync(a, P + r0 * kChunk + kk, kChunk);
+      wmma::load_matrix_sync(b, D_s + kk * kTcLd, kTcLd);
+      to_tf32(a);
+      to_tf32(b);
+      wmma::mma_sync(oc, a, b, oc);
+    }
+    wmma::store_matrix_sync(O_s + r0 * kTcLd, oc, kTcLd, wmma::mem_row_major);
+    __syncthreads();  // every read of S done; O_s complete
+    for (int i = threadIdx.x; i < kChunk * kTcCols; i += blockDim.x) {
+      const int t = i / kTcCols, cc = i % kTcCols;
+      if (t < L) o[((t0 + t) * H + h) * dv + c0 + cc] = O_s[t * kTcLd + cc];
+    }
+
+    // S = e^{G_L} S + Kd^T delta: row tiles of 16 state rows, round-robin over the warps.
+    for (int64_t i0 = r0; i0 < dk; i0 += 64) {
+      FragC sc;
+      wmma::load_matrix_sync(sc, S_s + i0 * kTcLd, kTcLd, wmma::mem_row_major);
+#pragma unroll
+      for (int i = 0; i < sc.num_elements; ++i) sc.x[i] *= gL;
+      for (int64_t kk = 0; kk < kChunk; kk += 8) {
+        FragAc a;  // A[i][t] = Kd[t][i]: Kd read column-major
+        FragB b;
+        wmma::load_matrix_sync(a, Kd + kk * dk + i0, unsigned(dk));
+        wmma::load_matrix_sync(b, D_s + kk * kTcLd, kTcLd);
+        to_tf32(a);
+        to_tf32(b);
+        wmma::mma_sync(sc, a, b, sc);
+      }
+      wmma::store_matrix_sync(S_s + i0 * kTcLd, sc, kTcLd, wmma::mem_row_major);
+    }
+    __syncthreads();  // S updated, D_s/O_s free for the next chunk
+  }
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+}
+
 }  // namespace
 
 void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
@@ -443,6 +572,41 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   JETLM_CUDA_CHECK_LAUNCH();
   gdn_state_kernel<<<dim3(unsigned((dv + kCols - 1) / kCols), unsigned(H)), kStateThreads, smem2, stream()>>>(
       q, k, T, H, dk, dv, stages, work, S, o);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
+                    int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
+  JETLM_ASSERT(dk >= 1 && dv >= 1 && H >= 1 && H <= 65535);
+  if (T == 0) return;
+  const size_t smem1 = prep_smem(dk);
+  if (dk % 16 != 0 || dv % 16 != 0 || dk > kGdnChunkedMaxDk || smem1 > detail::max_shared_per_block())
+    return gdn_chunked(q, k, v, g, beta, T, H, dk, dv, S, o);  // the float32 kernels (same function)
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  JETLM_ASSERT(nc < (int64_t(1) << 31));
+  const size_t per = size_t(nc * H * kChunk);
+  ChunkWork work;
+  work.W = static_cast<float*>(detail::workspace(4, sizeof(float) * per * size_t(dk)));
+  work.U = static_cast<float*>(detail::workspace(5, sizeof(float) * per * size_t(dv)));
+  work.P = static_cast<float*>(detail::workspace(6, sizeof(float) * per * kChunk));
+  work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
+  work.Qg = static_cast<float*>(detail::workspace(10, sizeof(float) * per * size_t(dk)));
+  work.Kd = static_cast<float*>(detail::workspace(11, sizeof(float) * per * size_t(dk)));
+  static size_t configured1 = 0;
+  if (smem1 > configured1) {
+    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem1)));
+    configured1 = smem1;
+  }
+  gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
+                                                                                     work);
+  JETLM_CUDA_CHECK_LAUNCH();
+  const size_t smem2 = sizeof(float) * size_t((dk + 2 * kChunk) * kTcLd);
+  static size_t configured2 = 0;
+  if (smem2 > configured2 && smem2 > 48 * 1024) {
+    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_state_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem2)));
+    configured2 = smem2;
+  }
+  gdn_state_tc_kernel<<<dim3(unsigned(dv / kTcCols), unsigned(H)), 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
