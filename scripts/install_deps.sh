@@ -7,4 +7,9 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   g++ cmake make pkg-config libgomp1 \
   nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev \
-  libgtest-dev
+  libgtest-dev libcpp-httplib-dev curl
+# The server's end-to-end test talks to `jetlm serve` through the official OpenAI client.
+if ! python3 -c "import openai" 2> /dev/null; then
+  python3 -m pip install --quiet openai || python3 -m pip install --quiet --break-system-packages openai ||
+    echo "install_deps: could not pip-install openai; the server end-to-end test will be skipped" >&2
+fi

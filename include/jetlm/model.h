@@ -63,6 +63,16 @@ class Model {
   void forward(const int32_t* ids, int64_t T, HybridCache& cache, float* logits,
                const ForwardOptions& options = {}) const;
 
+  // One decode step of B sequences at once: ids[b] continues caches[b] (B distinct caches, each
+  // advanced by one token). Weight matmuls run on the B rows together (weights read once per step);
+  // rope positions, attention over each sequence's own KV cache / SWA ring and the JetBlock conv
+  // and recurrent states are per sequence. logits: [B, vocab] (may be null). Row b equals
+  // forward(&ids[b], 1, *caches[b], ...) to float32 rounding (cpu::matmul with B > 1 takes the GEMM
+  // path, with T == 1 the GEMV path; with q8 weights the GEMV path also rounds the activations to
+  // 8 bits, so q8 rows differ by that quantization). Ids outside [0, vocab) throw jetlm::Error
+  // before anything changes.
+  void decode_batch(const int32_t* ids, int64_t B, HybridCache* const* caches, float* logits) const;
+
  private:
   Model() = default;
   ModelConfig config_;

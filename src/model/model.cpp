@@ -100,4 +100,40 @@ void Model::forward(const int32_t* ids, int64_t T, HybridCache& cache, float* lo
     cpu::matmul(normed.data() + (T - 1) * D, 1, weights_.lm_head, nullptr, logits);
 }
 
+void Model::decode_batch(const int32_t* ids, int64_t B, HybridCache* const* caches, float* logits) const {
+  const ModelConfig& c = config_;
+  JETLM_ASSERT(B > 0);
+  for (int64_t b = 0; b < B; ++b) {
+    JETLM_ASSERT(caches[b] != nullptr);
+    for (int64_t other = 0; other < b; ++other)
+      JETLM_ASSERT(caches[other] != caches[b], "decode_batch: a cache appears twice in the batch");
+    if (ids[b] < 0 || ids[b] >= c.vocab)
+      throw_error("ids", "token id " + std::to_string(ids[b]) + " of batch row " + std::to_string(b) +
+                             " is out of range, expected 0.." + std::to_string(c.vocab - 1));
+  }
+  const int64_t D = c.hidden;
+  std::vector<int64_t> pos(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) pos[size_t(b)] = caches[b]->n_past();
+  std::vector<LayerCache*> layer_caches(static_cast<size_t>(B));
+  std::vector<float> x(size_t(B * D)), normed(size_t(B * D)), branch(size_t(B * D));
+  cpu::embedding(ids, B, weights_.embed, x.data());  // x [B, D]
+  for (int il = 0; il < c.n_layers; ++il) {
+    const LayerWeights& L = weights_.layers[size_t(il)];
+    for (int64_t b = 0; b < B; ++b) layer_caches[size_t(b)] = &caches[b]->layer(il);
+    cpu::rmsnorm(x.data(), B, D, L.input_norm.data(), c.rms_eps, normed.data());
+    if (L.kind == LayerKind::Jet)
+      layers::jet_batch(c, L.jet, layer_caches.data(), normed.data(), B, branch.data());
+    else
+      layers::attention_batch(c, L.kind, L.attn, layer_caches.data(), pos.data(), normed.data(), B,
+                              branch.data());
+    cpu::add(x.data(), branch.data(), B * D);
+    cpu::rmsnorm(x.data(), B, D, L.post_norm.data(), c.rms_eps, normed.data());
+    layers::mlp(c, L, normed.data(), B, branch.data());
+    cpu::add(x.data(), branch.data(), B * D);
+  }
+  for (int64_t b = 0; b < B; ++b) caches[b]->advance(1);
+  cpu::rmsnorm(x.data(), B, D, weights_.final_norm.data(), c.rms_eps, normed.data());
+  if (logits != nullptr) cpu::matmul(normed.data(), B, weights_.lm_head, nullptr, logits);
+}
+
 }  // namespace jetlm

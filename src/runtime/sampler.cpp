@@ -56,30 +56,56 @@ std::vector<double> Sampler::distribution(float* logits, int64_t vocab, std::spa
     probs[size_t(std::max_element(logits, logits + vocab) - logits)] = 1.0;
     return probs;
   }
-  // Candidates sorted by logit, highest first (stable: ties keep the lower id first).
+  const double max_logit = double(*std::max_element(logits, logits + vocab)) / p.temperature;
+  auto weight = [&](int32_t id) { return std::exp(double(logits[id]) / p.temperature - max_logit); };
+  // Highest logit first; ties keep the lower id first.
+  auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   std::vector<int32_t> order(static_cast<size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
+
+  if (!(p.top_k > 0 && p.top_k < vocab) && p.top_p >= 1.0f) {
+    // No ranking filter: no sort over the vocabulary (150k entries would dominate a decode step).
+    // min_p keeps tokens with weight >= min_p * (the top weight, which is exactly 1 here).
+    std::vector<double> weights(static_cast<size_t>(vocab));
+    double total = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double w = weight(int32_t(i));
+      weights[size_t(i)] = w >= double(p.min_p) ? w : 0.0;
+      total += weights[size_t(i)];
+    }
+    for (int64_t i = 0; i < vocab; ++i) probs[size_t(i)] = weights[size_t(i)] / total;
+    return probs;
+  }
+
+  // Candidates sorted best first: the top_k, or for top_p alone a prefix that grows until it holds
+  // top_p of the mass (the same prefix a full sort would give, at the cost of a partial sort).
   size_t keep = size_t(vocab);
+  double top_p_total = 0;  // the mass top_p is a fraction of: the top_k's, or the whole vocabulary's
   if (p.top_k > 0 && size_t(p.top_k) < keep) {
     keep = size_t(p.top_k);
-    std::partial_sort(order.begin(), order.begin() + keep, order.end(),
-                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    std::partial_sort(order.begin(), order.begin() + int64_t(keep), order.end(), better);
   } else {
-    std::sort(order.begin(), order.end(),
-              [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (int64_t i = 0; i < vocab; ++i) top_p_total += weight(int32_t(i));
+    for (size_t k = std::min<size_t>(256, keep);; k = std::min(size_t(vocab), k * 8)) {
+      std::partial_sort(order.begin(), order.begin() + int64_t(k), order.end(), better);
+      double mass = 0;
+      for (size_t i = 0; i < k; ++i) mass += weight(order[i]);
+      keep = k;
+      if (k == size_t(vocab) || mass / top_p_total >= double(p.top_p)) break;
+    }
   }
-  const double max_logit = double(logits[order[0]]) / p.temperature;
   std::vector<double> weights(keep);
   double total = 0;
   for (size_t i = 0; i < keep; ++i) {
-    weights[i] = std::exp(double(logits[order[i]]) / p.temperature - max_logit);
+    weights[i] = weight(order[i]);
     total += weights[i];
   }
+  if (top_p_total == 0) top_p_total = total;
   if (p.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)
     double cumulative = 0;
     size_t cut = keep;
     for (size_t i = 0; i < keep; ++i) {
-      cumulative += weights[i] / total;
+      cumulative += weights[i] / top_p_total;
       if (cumulative >= double(p.top_p)) {
         cut = i + 1;
         break;
