@@ -239,6 +239,22 @@ TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
   EXPECT_LE(normalized_error(host(dS), S_exp), 1e-5);
 }
 
+TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
+  skip_without_gpu();
+  std::mt19937 rng(9);
+  for (const auto& [R, N] : {std::pair<int64_t, int64_t>{1, 1536}, {7, 64}, {33, 2048}, {5, 31}}) {
+    std::vector<float> x = random_vector(rng, size_t(R * N)), br = random_vector(rng, size_t(R * N));
+    std::vector<float> w = random_vector(rng, size_t(N)), x_exp = x, out_exp(x.size());
+    ref::add(x_exp.data(), br.data(), R * N);
+    ref::rmsnorm(x_exp.data(), R, N, w.data(), 1e-6f, out_exp.data());
+    auto dx = dev(x), db = dev(br), dw = dev(w);
+    cuda::Buffer<float> d_out(x.size());
+    cuda::add_rmsnorm(dx.data(), db.data(), R, N, dw.data(), 1e-6f, d_out.data());
+    EXPECT_LE(normalized_error(host(dx), x_exp), 1e-6) << R << "x" << N;
+    EXPECT_LE(normalized_error(host(d_out), out_exp), 1e-5) << R << "x" << N;
+  }
+}
+
 TEST(CudaEngineOps, RopeAtPositions) {
   skip_without_gpu();
   std::mt19937 rng(5);

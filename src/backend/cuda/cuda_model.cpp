@@ -342,7 +342,8 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
   embedding(s.ids.data(), T, embed_, s.x.data());
   for (int il = 0; il < c.n_layers; ++il) {
     DeviceLayer& d = layers_[size_t(il)];
-    rmsnorm(s.x.data(), T, D, d.input_norm, c.rms_eps, s.normed.data());
+    // The input norm of layers after the first is fused into the previous layer's residual add.
+    if (il == 0) rmsnorm(s.x.data(), T, D, d.input_norm, c.rms_eps, s.normed.data());
     const float* xn = s.normed.data();
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
@@ -410,13 +411,15 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       }
       matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());
     }
-    add(s.x.data(), s.branch.data(), T * D);
-    rmsnorm(s.x.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
+    add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
     matmul(s.normed.data(), T, d.gate, nullptr, s.mlp_gate.data());
     matmul(s.normed.data(), T, d.up, nullptr, s.mlp_up.data());
     silu_mul(s.mlp_gate.data(), s.mlp_up.data(), T * c.intermediate, s.mlp_gate.data());
     matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
-    add(s.x.data(), s.branch.data(), T * D);
+    if (il + 1 < c.n_layers)
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());
+    else
+      add(s.x.data(), s.branch.data(), T * D);
   }
   if (want_logits) {
     rmsnorm(s.x.data() + (T - 1) * D, 1, D, final_norm_, c.rms_eps, s.normed.data());
@@ -462,7 +465,8 @@ void CudaModel::decode_layers(int64_t B) {
   embedding(s.ids.data(), B, embed_, s.x.data());
   for (int il = 0; il < c.n_layers; ++il) {
     DeviceLayer& d = layers_[size_t(il)];
-    rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
+    // The input norm of layers after the first is fused into the previous layer's residual add.
+    if (il == 0) rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
     const float* xn = s.normed.data();
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
@@ -502,13 +506,15 @@ void CudaModel::decode_layers(int64_t B) {
                        decode_splits(B, Hkv, options_.context_limit), s.attn.data());
       matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
     }
-    add(s.x.data(), s.branch.data(), B * D);
-    rmsnorm(s.x.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
+    add_rmsnorm(s.x.data(), s.branch.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
     matmul(s.normed.data(), B, d.gate, nullptr, s.mlp_gate.data());
     matmul(s.normed.data(), B, d.up, nullptr, s.mlp_up.data());
     silu_mul(s.mlp_gate.data(), s.mlp_up.data(), B * c.intermediate, s.mlp_gate.data());
     matmul(s.mlp_gate.data(), B, d.down, nullptr, s.branch.data());
-    add(s.x.data(), s.branch.data(), B * D);
+    if (il + 1 < c.n_layers)
+      add_rmsnorm(s.x.data(), s.branch.data(), B, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());
+    else
+      add(s.x.data(), s.branch.data(), B * D);
   }
   rmsnorm(s.x.data(), B, D, final_norm_, c.rms_eps, s.normed.data());
   matmul(s.normed.data(), B, lm_head_, nullptr, s.logits.data());

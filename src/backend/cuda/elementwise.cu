@@ -62,6 +62,27 @@ __global__ void rmsnorm_kernel(const float* x, int64_t R, int64_t N, const float
   for (int64_t i = lane; i < N; i += 32) outr[i] = w[i] * (xr[i] * inv);
 }
 
+// The residual step fused with the next norm: x += branch, then out = rmsnorm(x) (one read of x and
+// branch, one write of x and out, instead of two kernels and a re-read).
+__global__ void add_rmsnorm_kernel(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps,
+                                   float* out) {
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= R) return;
+  float* xr = x + r * N;
+  const float* br = branch + r * N;
+  float ss = 0;
+  for (int64_t i = lane; i < N; i += 32) {
+    const float v = xr[i] + br[i];
+    xr[i] = v;
+    ss += v * v;
+  }
+  ss = warp_sum(ss);
+  const float inv = rsqrtf(ss / float(N) + eps);
+  float* outr = out + r * N;
+  for (int64_t i = lane; i < N; i += 32) outr[i] = w[i] * (xr[i] * inv);
+}
+
 __global__ void l2norm_kernel(float* x, int64_t R, int64_t N, float scale) {
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -180,6 +201,12 @@ void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out)
 void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out) {
   if (R == 0) return;
   rmsnorm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(x, R, N, w, eps, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out) {
+  if (R == 0) return;
+  add_rmsnorm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(x, branch, R, N, w, eps, out);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,13 +1,19 @@
 // matmul: y[T, N] = x[T, K] W^T (+ bias), W row-major [N, K] on the device.
 //  - T <= kGemvMaxT: GEMV kernel, one warp per weight row, 16-byte streaming loads of the weights,
 //    float32 activations, float32 accumulation (decode is bound by reading the weights once).
-//  - larger T: cuBLAS GemmEx. f32 weights: pure float32. bf16/f16 weights: the activations are
+//  - larger T: cuBLASLt matmul (plans cached per shape). f32 weights: pure float32 (compute 32F, no
+//    TF32). bf16/f16 weights: the activations are
 //    rounded to the weight type, float32 accumulation. q8: a block of rows is dequantized to
 //    bf16 into scratch, then the bf16 path.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cublasLt.h>
+
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "backend/cuda/cuda_common.h"
 #include "core/error.h"
@@ -224,13 +230,67 @@ __global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int6
   if (i < T * N) y[i] = bias[i % N];
 }
 
-// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T as column-major Y^T = W (K x N)^T X^T.
+// One cuBLASLt plan per GEMM shape: descriptors and the heuristic's algorithm are made once.
+struct LtPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+constexpr size_t kLtWorkspace = size_t(32) << 20;
+
+cublasLtHandle_t lt_handle() {
+  static cublasLtHandle_t handle = [] {
+    cublasLtHandle_t h = nullptr;
+    JETLM_CUBLAS_CHECK(cublasLtCreate(&h));
+    return h;
+  }();
+  return handle;
+}
+
+const LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ldc) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, LtPlan> plans;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(int(type), T, N, K, ldc);
+  auto it = plans.find(key);
+  if (it != plans.end()) return it->second;
+  LtPlan p;
+  // Column-major view: D[N, T] = W^T (W stored as K x N, ld K, transposed) x X (K x T, ld K).
+  JETLM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
+  JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+  JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, uint64_t(K), uint64_t(N), K));
+  JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, uint64_t(K), uint64_t(T), K));
+  JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(N), uint64_t(T), ldc));
+  cublasLtMatmulPreference_t pref = nullptr;
+  JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                          &kLtWorkspace, sizeof kLtWorkspace));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  JETLM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found));
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (found == 0)
+    throw Error("cuBLASLt has no algorithm for a " + std::to_string(T) + "x" + std::to_string(N) + "x" +
+                std::to_string(K) + " GEMM");
+  p.algo = result.algo;
+  return plans.emplace(key, p).first->second;
+}
+
+// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ y when accumulating), through cuBLASLt.
 void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, bool accumulate,
           float* y, int64_t ldc) {
+  const LtPlan& p = lt_plan(type, T, N, K, ldc);
+  static void* workspace = [] {
+    void* w = nullptr;
+    JETLM_CUDA_CHECK(cudaMalloc(&w, kLtWorkspace));
+    return w;
+  }();
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  JETLM_CUBLAS_CHECK(cublasGemmEx(detail::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W, type,
-                                  int(K), x, type, int(K), &beta, y, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
-                                  CUBLAS_GEMM_DEFAULT));
+  JETLM_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), p.op, &one, W, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+                                    workspace, kLtWorkspace, stream()));
 }
 
 }  // namespace

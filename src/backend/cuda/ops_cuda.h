@@ -119,6 +119,9 @@ void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, fl
 void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);
 void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq,
                int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o);
+// Residual add fused with the following norm: x[R, N] += branch, out = rmsnorm(x; w, eps) (out must
+// not alias x or branch). The same float32 arithmetic as add() then rmsnorm().
+void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out);
 void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 void silu(float* x, int64_t n);
 void add(float* y, const float* x, int64_t n);
