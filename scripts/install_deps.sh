@@ -13,3 +13,8 @@ if ! python3 -c "import openai" 2> /dev/null; then
   python3 -m pip install --quiet openai || python3 -m pip install --quiet --break-system-packages openai ||
     echo "install_deps: could not pip-install openai; the server end-to-end test will be skipped" >&2
 fi
+# The data tests compare the BPE trainer and its tokenizer.json with HF `tokenizers` (skipped without it).
+if ! python3 -c "import tokenizers" 2> /dev/null; then
+  python3 -m pip install --quiet tokenizers || python3 -m pip install --quiet --break-system-packages tokenizers ||
+    echo "install_deps: could not pip-install tokenizers; the HF comparisons in data_tests will be skipped" >&2
+fi
