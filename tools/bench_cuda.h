@@ -25,7 +25,18 @@ struct CudaBenchArgs {
 // FLOPs of one token's pass through the layers at context position `pos` (tools/cmd_bench.cpp).
 double layer_flops_per_token(const ModelConfig& c, int64_t pos);
 
-bool cuda_bench_available();  // false when jetlm was built without JETLM_CUDA
+// `jetlm bench --paper`: the paper's throughput table (SPEC.md section 3) on this GPU.
+struct PaperBenchArgs {
+  std::vector<std::string> models = {"jet-nemotron-2b", "jet-nemotron-4b", "qwen3-1.7b", "qwen2.5-1.5b"};
+  std::vector<int64_t> contexts = {4096, 8192, 16384, 32768, 65536, 131072, 262144};
+  int64_t gen = 128;
+  int64_t prefill_chunk = 2048;
+  int64_t max_batch = 1024;
+  std::string csv;  // where to write the table as CSV ("" = bench/results/paper.csv)
+};
+
+bool cuda_bench_available();
+void run_paper_bench(const PaperBenchArgs& args);  // false when jetlm was built without JETLM_CUDA
 void run_cuda_bench(const Model& model, const CudaBenchArgs& args);
 
 }  // namespace jetlm::cli

@@ -4,6 +4,9 @@
 
 namespace jetlm::cli {
 bool cuda_bench_available() { return false; }
+void run_paper_bench(const PaperBenchArgs&) {
+  throw Error("--paper: this jetlm was built without the CUDA backend (configure with -DJETLM_CUDA=ON)");
+}
 void run_cuda_bench(const Model&, const CudaBenchArgs&) {
   throw Error("--device cuda: this jetlm was built without the CUDA backend (configure with -DJETLM_CUDA=ON)");
 }

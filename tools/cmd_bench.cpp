@@ -50,6 +50,9 @@ struct BenchArgs {
   std::string device = "cpu";
   int64_t chunk = 2048;   // cuda: prefill chunk
   bool no_graphs = false; // cuda: launch the decode step directly
+  bool paper = false;
+  std::string contexts, csv;
+  bool gen_given = false;
 };
 
 // Best of several passes of a threaded sum over a buffer far larger than the caches (GB/s).
@@ -97,6 +100,29 @@ DType parse_weight_dtype(const std::string& name) {
 
 void run_bench(const BenchArgs& args) {
   if (args.threads > 0) cpu::set_num_threads(args.threads);
+  if (args.paper) {
+    PaperBenchArgs paper;
+    if (!args.config.empty()) {
+      paper.models.clear();
+      for (size_t a = 0, b; a <= args.config.size(); a = b + 1) {
+        b = args.config.find(',', a);
+        if (b == std::string::npos) b = args.config.size();
+        if (b > a) paper.models.push_back(args.config.substr(a, b - a));
+      }
+    }
+    if (!args.contexts.empty()) {
+      paper.contexts.clear();
+      for (int32_t v : parse_id_list(args.contexts, "--contexts")) {
+        if (v < 1) throw_error("--contexts", "contexts must be positive");
+        paper.contexts.push_back(v);
+      }
+    }
+    if (args.gen_given) paper.gen = std::max<int64_t>(args.gen, 3);
+    if (args.batch > 1) paper.max_batch = args.batch;
+    paper.prefill_chunk = args.chunk;
+    paper.csv = args.csv;
+    return run_paper_bench(paper);
+  }
   if (args.device != "cpu" && args.device != "cuda")
     throw_error("--device", "'" + args.device + "' is not one of cpu, cuda");
   if (args.device == "cuda" && !cuda_bench_available())
@@ -244,12 +270,18 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
                   "cache contents, no prefill)");
-  cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32)")->check(CLI::PositiveNumber);
+  cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32; --paper: 128)")
+      ->check(CLI::PositiveNumber)
+      ->each([args](const std::string&) { args->gen_given = true; });
   cmd->add_option("--batch", args->batch, "sequences decoded together (cuda; the CPU backend runs 1)")->check(CLI::PositiveNumber);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", args->json, "one JSON object per configuration");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (needs a build with JETLM_CUDA=ON)");
   cmd->add_option("--chunk", args->chunk, "cuda: prefill chunk in tokens (default 2048)")->check(CLI::Range(1, 65535));
+  cmd->add_flag("--paper", args->paper, "cuda: the paper's table: Jet-Nemotron-2B/4B, Qwen3-1.7B, Qwen2.5-1.5B (or "
+                "--config a,b) at 4K..256K (or --contexts), largest batch that fits, speedups, CSV");
+  cmd->add_option("--contexts", args->contexts, "--paper: contexts, comma-separated");
+  cmd->add_option("--csv", args->csv, "--paper: CSV path (default bench/results/paper.csv)");
   cmd->add_flag("--no-graphs", args->no_graphs, "cuda: launch each decode step directly instead of a CUDA graph");
   cmd->callback([args] { run_bench(*args); });
 }

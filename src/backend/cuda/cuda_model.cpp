@@ -236,17 +236,29 @@ int64_t CudaModel::slot_tokens(int slot) const {
 }
 
 int64_t CudaModel::cache_bytes_per_sequence(int64_t n_tokens) const {
-  const ModelConfig& c = config_;
+  return cache_bytes_for(config_, n_tokens, options_.page_size);
+}
+
+int64_t CudaModel::cache_bytes_for(const ModelConfig& c, int64_t n_tokens, int64_t page_size) {
   const int64_t kv_row = int64_t(c.n_kv_heads) * c.head_dim;
   int64_t bytes = 0;
-  for (const DeviceLayer& d : layers_) {
-    if (d.kind == LayerKind::Attn) bytes += 2 * round_up(n_tokens, options_.page_size) * kv_row * 4;
-    else if (d.kind == LayerKind::Swa) bytes += 2 * int64_t(c.swa_window) * kv_row * 4;
+  for (LayerKind kind : c.layer_types) {
+    if (kind == LayerKind::Attn) bytes += 2 * round_up(n_tokens, page_size) * kv_row * 4;
+    else if (kind == LayerKind::Swa) bytes += 2 * int64_t(c.swa_window) * kv_row * 4;
     else
       bytes += (int64_t(c.jet.num_heads) * c.jet.head_k_dim * c.jet.head_v_dim +
                 int64_t(c.jet.conv_size - 1) * c.jet.value_dim()) * 4;
   }
   return bytes;
+}
+
+int64_t CudaModel::scratch_bytes_per_row(const ModelConfig& c) {
+  const JetConfig& j = c.jet;
+  const int64_t qw = std::max<int64_t>(int64_t(c.n_heads) * c.head_dim, j.key_dim());
+  const int64_t kv = std::max<int64_t>(int64_t(c.n_kv_heads) * c.head_dim, std::max(j.key_dim(), j.value_dim()));
+  const int64_t vd = std::max(j.value_dim(), 1);
+  return 4 * (3 * int64_t(c.hidden) + qw + 2 * kv + int64_t(c.n_heads) * c.head_dim + 2 * int64_t(c.intermediate) +
+              (c.has_kind(LayerKind::Jet) ? vd * (5 + j.conv_size) + j.generator_hidden + 4 * j.num_heads : 0));
 }
 
 KvLayout CudaModel::layout(int il) const {
@@ -322,10 +334,16 @@ void CudaModel::fill_synthetic(int slot, int64_t n_tokens, uint64_t seed) {
       fill_uniform(d.kpool.data() + slot * ring, ring, 1.0f, s);
       fill_uniform(d.vpool.data() + slot * ring, ring, 1.0f, s + 1);
     } else {
-      for (int page : slot_pages_[size_t(slot)]) {
-        const int64_t n = options_.page_size * kv_row;
-        fill_uniform(d.kpool.data() + page * n, n, 1.0f, s + uint64_t(page) * 2);
-        fill_uniform(d.vpool.data() + page * n, n, 1.0f, s + uint64_t(page) * 2 + 1);
+      // Runs of consecutive pages in one launch each (a long context holds thousands of pages).
+      const std::vector<int>& pages = slot_pages_[size_t(slot)];
+      const int64_t n = options_.page_size * kv_row;
+      for (size_t i = 0; i < pages.size();) {
+        size_t j = i + 1;
+        while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
+        const int64_t first = pages[i], count = int64_t(j - i);
+        fill_uniform(d.kpool.data() + first * n, count * n, 1.0f, s + uint64_t(first) * 2);
+        fill_uniform(d.vpool.data() + first * n, count * n, 1.0f, s + uint64_t(first) * 2 + 1);
+        i = j;
       }
     }
   }

@@ -63,6 +63,9 @@ class CudaModel final : public BatchBackend {
   int64_t weight_bytes() const { return weight_bytes_; }
   // Device bytes a sequence of n tokens occupies in the cache pools (pages rounded up).
   int64_t cache_bytes_per_sequence(int64_t n_tokens) const;
+  static int64_t cache_bytes_for(const ModelConfig& config, int64_t n_tokens, int64_t page_size);
+  // Activation scratch per token row of a forward (the engine holds max(prefill_chunk, slots) rows).
+  static int64_t scratch_bytes_per_row(const ModelConfig& config);
   int64_t kv_pages() const { return kv_pages_; }
   int64_t free_pages() const { return int64_t(free_pages_.size()); }
 
