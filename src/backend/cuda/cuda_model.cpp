@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/cuda/cuda_common.h"
@@ -19,12 +20,16 @@ struct CudaModel::DeviceLayer {
   const float* input_norm = nullptr;
   const float* post_norm = nullptr;
   DeviceMatrix gate, up, down;
+  DeviceMatrix gate_up;  // [2I, D] stacked (empty when not fused); gate/up are views into it
   // attn / swa
+  DeviceMatrix qkv;      // [Hq*hd + 2*Hkv*hd, D] stacked q/k/v (views q, k, v)
+  const float* qkv_bias = nullptr;
   DeviceMatrix q, k, v, o;
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   Buffer<float> kpool, vpool;  // attn: pages; swa: ring per slot
   // jet
   DeviceMatrix jq, jk, jv, jb, ja, jg, jo, w1, w2;
+  DeviceMatrix in_proj;  // stacked q, k, v, g, b, a, w1 (the projections of the normed input)
   const float *w2_bias = nullptr, *A_log = nullptr, *dt_bias = nullptr, *o_norm = nullptr;
   Buffer<float> state;  // [slots, H, dk, dv]
   Buffer<float> conv;   // [slots, K-1, value_dim]
@@ -34,7 +39,7 @@ struct CudaModel::DeviceLayer {
 struct CudaModel::Scratch {
   int64_t rows = 0;
   Buffer<float> x, normed, branch, q, k, v, attn, u, hidden, kernels, vv, b_raw, a_raw, beta, g, o, gate, mlp_gate,
-      mlp_up, logits, kc, vc;
+      mlp_up, logits, kc, vc, fused;
   Buffer<int32_t> ids, slots, positions, lengths, tokens;
   Buffer<DeviceSampling> sampling;
   // Pinned host staging for the per-step arrays (async copies need page-locked memory).
@@ -100,6 +105,49 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
     weight_bytes_ += int64_t(v.size()) * 4;
     return vectors_.back().data();
   };
+  // Matrices that read the same input, stacked by rows into one device matrix: decode runs one GEMV
+  // over all of them (one launch, full bandwidth) and prefill uses row-range views of it. Returns
+  // an empty matrix when the parts differ in dtype (q8 keeps the jet gates in bf16): then each part
+  // is uploaded on its own.
+  auto fuse = [&](std::initializer_list<std::pair<const Matrix*, DeviceMatrix*>> parts) -> DeviceMatrix {
+    const Matrix& first = *parts.begin()->first;
+    int64_t rows = 0;
+    for (const auto& [m, view] : parts) {
+      if (m->data == nullptr || m->dtype != first.dtype || m->cols != first.cols) {
+        for (const auto& [m2, view2] : parts) *view2 = mat(*m2);
+        return {};
+      }
+      rows += m->rows;
+    }
+    const size_t esize = dtype_size(first.dtype), blocks = size_t(q8_blocks(first.cols));
+    std::vector<uint8_t> data(size_t(rows * first.cols) * esize);
+    std::vector<uint16_t> scales(first.dtype == DType::I8 ? size_t(rows) * blocks : 0);
+    int64_t r0 = 0;
+    for (const auto& [m, view] : parts) {
+      std::memcpy(data.data() + size_t(r0 * first.cols) * esize, m->data, size_t(m->rows * m->cols) * esize);
+      if (!scales.empty()) std::memcpy(scales.data() + size_t(r0) * blocks, m->scales, size_t(m->rows) * blocks * 2);
+      r0 += m->rows;
+    }
+    const Matrix whole{data.data(), first.dtype, rows, first.cols, scales.empty() ? nullptr : scales.data()};
+    const DeviceMatrix fused = mat(whole);
+    r0 = 0;
+    for (const auto& [m, view] : parts) {
+      *view = fused;
+      view->rows = m->rows;
+      view->data = static_cast<const uint8_t*>(fused.data) + size_t(r0 * first.cols) * esize;
+      if (fused.scales) view->scales = fused.scales + size_t(r0) * blocks;
+      r0 += m->rows;
+    }
+    return fused;
+  };
+  auto concat = [&](std::initializer_list<const std::vector<float>*> parts) -> const float* {
+    std::vector<float> all;
+    for (const std::vector<float>* v : parts) {
+      if (v->empty()) return nullptr;
+      all.insert(all.end(), v->begin(), v->end());
+    }
+    return vec(all);
+  };
   matrices_.reserve(16 + size_t(c.n_layers) * 16);
   vectors_.reserve(4 + size_t(c.n_layers) * 12);
   embed_ = mat(w.embed);
@@ -118,18 +166,12 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
     d.kind = L.kind;
     d.input_norm = vec(L.input_norm);
     d.post_norm = vec(L.post_norm);
-    d.gate = mat(L.gate);
-    d.up = mat(L.up);
+    d.gate_up = fuse({{&L.gate, &d.gate}, {&L.up, &d.up}});
     d.down = mat(L.down);
     if (L.kind == LayerKind::Jet) {
-      d.jq = mat(L.jet.q);
-      d.jk = mat(L.jet.k);
-      d.jv = mat(L.jet.v);
-      d.jb = mat(L.jet.b);
-      d.ja = mat(L.jet.a);
-      d.jg = mat(L.jet.g);
+      d.in_proj = fuse({{&L.jet.q, &d.jq}, {&L.jet.k, &d.jk}, {&L.jet.v, &d.jv}, {&L.jet.g, &d.jg},
+                        {&L.jet.b, &d.jb}, {&L.jet.a, &d.ja}, {&L.jet.w1, &d.w1}});
       d.jo = mat(L.jet.o);
-      d.w1 = mat(L.jet.w1);
       d.w2 = mat(L.jet.w2);
       d.w2_bias = vec(L.jet.w2_bias);
       d.A_log = vec(L.jet.A_log);
@@ -140,13 +182,12 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
       fill_bytes(d.state.data(), 0, d.state.size() * 4);
       fill_bytes(d.conv.data(), 0, d.conv.size() * 4);
     } else {
-      d.q = mat(L.attn.q);
-      d.k = mat(L.attn.k);
-      d.v = mat(L.attn.v);
+      d.qkv = fuse({{&L.attn.q, &d.q}, {&L.attn.k, &d.k}, {&L.attn.v, &d.v}});
       d.o = mat(L.attn.o);
       d.q_bias = vec(L.attn.q_bias);
       d.k_bias = vec(L.attn.k_bias);
       d.v_bias = vec(L.attn.v_bias);
+      d.qkv_bias = concat({&L.attn.q_bias, &L.attn.k_bias, &L.attn.v_bias});
       d.q_norm = vec(L.attn.q_norm);
       d.k_norm = vec(L.attn.k_norm);
       const int64_t rows = L.kind == LayerKind::Attn ? kv_pages_ * options_.page_size : S * c.swa_window;
@@ -193,6 +234,10 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
     sc->o = Buffer<float>(size_t(R * vd));
     sc->gate = Buffer<float>(size_t(R * vd));
   }
+  // Outputs of the stacked decode projections, [slots, rows of the widest stack].
+  int64_t widest = 2 * int64_t(c.intermediate) + int64_t(c.n_heads) * c.head_dim + 2 * kv_row;
+  if (c.has_kind(LayerKind::Jet)) widest = std::max<int64_t>(widest, 2 * j.key_dim() + 2 * j.value_dim() + 2 * j.num_heads + j.generator_hidden);
+  sc->fused = Buffer<float>(size_t(S * widest));
   sc->mlp_gate = Buffer<float>(size_t(R * c.intermediate));
   sc->mlp_up = Buffer<float>(size_t(R * c.intermediate));
   sc->logits = Buffer<float>(size_t(S * int64_t(c.vocab)));
@@ -488,29 +533,41 @@ void CudaModel::decode_layers(int64_t B) {
     const float* xn = s.normed.data();
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
-      matmul(xn, B, d.jq, nullptr, s.q.data());
-      matmul(xn, B, d.jk, nullptr, s.k.data());
+      if (d.in_proj.data) {  // one GEMV over the stacked projections, then the columns apart
+        matmul(xn, B, d.in_proj, nullptr, s.fused.data());
+        split_columns(s.fused.data(), B, d.in_proj.rows,
+                      {{s.q.data(), key_dim}, {s.k.data(), key_dim}, {s.u.data(), value_dim}, {s.gate.data(), value_dim},
+                       {s.b_raw.data(), H}, {s.a_raw.data(), H}, {s.hidden.data(), j.generator_hidden}});
+      } else {
+        matmul(xn, B, d.jq, nullptr, s.q.data());
+        matmul(xn, B, d.jk, nullptr, s.k.data());
+        matmul(xn, B, d.jv, nullptr, s.u.data());
+        matmul(xn, B, d.w1, nullptr, s.hidden.data());
+        matmul(xn, B, d.jb, nullptr, s.b_raw.data());
+        matmul(xn, B, d.ja, nullptr, s.a_raw.data());
+        matmul(xn, B, d.jg, nullptr, s.gate.data());
+      }
       silu(s.q.data(), B * key_dim);
       silu(s.k.data(), B * key_dim);
-      matmul(xn, B, d.jv, nullptr, s.u.data());
-      matmul(xn, B, d.w1, nullptr, s.hidden.data());
       silu(s.hidden.data(), B * j.generator_hidden);
       matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
       dconv_step(s.u.data(), s.kernels.data(), B, value_dim, j.conv_size, d.conv.data(), slots, s.vv.data());
-      matmul(xn, B, d.jb, nullptr, s.b_raw.data());
-      matmul(xn, B, d.ja, nullptr, s.a_raw.data());
       jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
       l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
       l2norm_rows(s.k.data(), B * H, dk, 1.0f);
       gdn_step(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots,
                s.o.data());
-      matmul(xn, B, d.jg, nullptr, s.gate.data());
       gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
       matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
     } else {
-      matmul(xn, B, d.q, d.q_bias, s.q.data());
-      matmul(xn, B, d.k, d.k_bias, s.k.data());
-      matmul(xn, B, d.v, d.v_bias, s.v.data());
+      if (d.qkv.data && (d.qkv_bias != nullptr || (!d.q_bias && !d.k_bias && !d.v_bias))) {
+        matmul(xn, B, d.qkv, d.qkv_bias, s.fused.data());
+        split_columns(s.fused.data(), B, d.qkv.rows, {{s.q.data(), Hq * hd}, {s.k.data(), Hkv * hd}, {s.v.data(), Hkv * hd}});
+      } else {
+        matmul(xn, B, d.q, d.q_bias, s.q.data());
+        matmul(xn, B, d.k, d.k_bias, s.k.data());
+        matmul(xn, B, d.v, d.v_bias, s.v.data());
+      }
       if (c.qk_norm) {
         rmsnorm(s.q.data(), B * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
         rmsnorm(s.k.data(), B * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
@@ -525,8 +582,13 @@ void CudaModel::decode_layers(int64_t B) {
       matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
     }
     add_rmsnorm(s.x.data(), s.branch.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
-    matmul(s.normed.data(), B, d.gate, nullptr, s.mlp_gate.data());
-    matmul(s.normed.data(), B, d.up, nullptr, s.mlp_up.data());
+    if (d.gate_up.data) {
+      matmul(s.normed.data(), B, d.gate_up, nullptr, s.fused.data());
+      split_columns(s.fused.data(), B, d.gate_up.rows, {{s.mlp_gate.data(), c.intermediate}, {s.mlp_up.data(), c.intermediate}});
+    } else {
+      matmul(s.normed.data(), B, d.gate, nullptr, s.mlp_gate.data());
+      matmul(s.normed.data(), B, d.up, nullptr, s.mlp_up.data());
+    }
     silu_mul(s.mlp_gate.data(), s.mlp_up.data(), B * c.intermediate, s.mlp_gate.data());
     matmul(s.mlp_gate.data(), B, d.down, nullptr, s.branch.data());
     if (il + 1 < c.n_layers)

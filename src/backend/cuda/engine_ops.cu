@@ -381,7 +381,38 @@ __global__ void fill_uniform_kernel(float* x, int64_t n, float scale, uint64_t s
   if (i < n) x[i] = scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f);
 }
 
+struct SplitParams {
+  int n = 0;
+  int64_t begin[9];
+  float* out[8];
+};
+
+__global__ void split_columns_kernel(const float* y, int64_t T, int64_t N, SplitParams p) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= T * N) return;
+  const int64_t t = idx / N, c = idx % N;
+  int i = 0;
+  while (i + 1 < p.n && c >= p.begin[i + 1]) ++i;
+  const int64_t width = p.begin[i + 1] - p.begin[i];
+  p.out[i][t * width + (c - p.begin[i])] = y[idx];
+}
+
 }  // namespace
+
+void split_columns(const float* y, int64_t T, int64_t N, std::initializer_list<ColumnPart> parts) {
+  SplitParams p;
+  JETLM_ASSERT(parts.size() >= 1 && parts.size() <= 8, "split_columns: 1..8 parts");
+  p.begin[0] = 0;
+  for (const ColumnPart& part : parts) {
+    p.out[p.n] = part.out;
+    p.begin[p.n + 1] = p.begin[p.n] + part.width;
+    ++p.n;
+  }
+  JETLM_ASSERT(p.begin[p.n] == N, "split_columns: the widths must sum to N");
+  if (T * N == 0) return;
+  split_columns_kernel<<<blocks_for(T * N, kThreads), kThreads, 0, stream()>>>(y, T, N, p);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
 
 void fill_uniform(float* x, int64_t n, float scale, uint64_t seed) {
   if (n == 0) return;

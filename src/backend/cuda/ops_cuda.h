@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <utility>
 
@@ -200,6 +201,13 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
 inline constexpr int64_t kAttentionTcMaxHeadDim = 128;
 void attention_prefill_tc(const float* q, const KvLayout& kv, int64_t slot, int64_t T, int64_t S, int64_t Hq,
                           int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o);
+// Column ranges of y[T, N] copied apart: part i takes the next width_i columns into its own
+// contiguous [T, width_i] (the outputs of a stacked projection; widths must sum to N, at most 8).
+struct ColumnPart {
+  float* out;
+  int64_t width;
+};
+void split_columns(const float* y, int64_t T, int64_t N, std::initializer_list<ColumnPart> parts);
 // One dynamic-conv step per sequence: u [B, C], kernel [B, C, K], conv state of sequence b at
 // conv_pool + slots[b] * (K-1) * C (oldest row first), updated in place; v [B, C].
 void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64_t K, float* conv_pool,
