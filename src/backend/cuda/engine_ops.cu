@@ -132,29 +132,49 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(Dec
 #pragma unroll
     for (int i = 0; i < DPL; ++i) acc[g][i] = 0.0f;
   }
-  for (int64_t s = s_lo + warp; s < s_hi; s += kDecodeWarps) {
-    const int64_t off = kv_offset(p.kv, slot, s) + kh * p.hd;
-    float kr[DPL], vr[DPL];
+  // Each warp takes KU keys per iteration (keys s, s + 4, ...: the block's 4 warps interleave), loading
+  // all their K/V rows before using any, so KU row loads are in flight at once.
+  constexpr int KU = DPL <= 4 ? 4 : 2;
+  for (int64_t s0 = s_lo + warp; s0 < s_hi; s0 += int64_t(KU) * kDecodeWarps) {
+    float kr[KU][DPL], vr[KU][DPL];
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) {
-      const int d = lane + 32 * i;
-      kr[i] = d < p.hd ? p.kv.k[off + d] : 0.0f;
-      vr[i] = d < p.hd ? p.kv.v[off + d] : 0.0f;
+    for (int u = 0; u < KU; ++u) {
+      const int64_t s = s0 + int64_t(u) * kDecodeWarps;
+      const bool ok = s < s_hi;
+      const int64_t off = ok ? kv_offset(p.kv, slot, s) + kh * p.hd : 0;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        kr[u][i] = ok && d < p.hd ? p.kv.k[off + d] : 0.0f;
+        vr[u][i] = ok && d < p.hd ? p.kv.v[off + d] : 0.0f;
+      }
     }
 #pragma unroll
     for (int g = 0; g < kMaxGroup; ++g) {
       if (g < G) {
-        float part = 0.0f;
+        float score[KU];
+        float tile_max = m[g];
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) part += q_s[g][lane + 32 * i] * kr[i];
-        const float score = warp_sum(part);
-        const float m_new = fmaxf(m[g], score);
-        const float corr = exp2f(m[g] - m_new);  // m = -inf: 0
-        const float pr = exp2f(score - m_new);
-        l[g] = l[g] * corr + pr;
+        for (int u = 0; u < KU; ++u) {
+          float part = 0.0f;
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) acc[g][i] = acc[g][i] * corr + pr * vr[i];
-        m[g] = m_new;
+          for (int i = 0; i < DPL; ++i) part += q_s[g][lane + 32 * i] * kr[u][i];
+          score[u] = s0 + int64_t(u) * kDecodeWarps < s_hi ? warp_sum(part) : -INFINITY;
+          tile_max = fmaxf(tile_max, score[u]);
+        }
+        const float corr = exp2f(m[g] - tile_max);  // m = -inf: 0; tile_max is finite (key s0 is valid)
+        float lsum = l[g] * corr;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) acc[g][i] *= corr;
+#pragma unroll
+        for (int u = 0; u < KU; ++u) {
+          const float pr = exp2f(score[u] - tile_max);  // masked keys: 0
+          lsum += pr;
+#pragma unroll
+          for (int i = 0; i < DPL; ++i) acc[g][i] += pr * vr[u][i];
+        }
+        l[g] = lsum;
+        m[g] = tile_max;
       }
     }
   }
