@@ -30,10 +30,12 @@ namespace {
 using test::normalized_error;
 using test::random_vector;
 
-void skip_without_gpu() {
-  std::string why;
-  if (!cuda::available(&why)) GTEST_SKIP() << why;
-}
+// A macro, not a function: GTEST_SKIP() returns from the function it is written in.
+#define SKIP_WITHOUT_GPU()                               \
+  do {                                                   \
+    std::string why_;                                    \
+    if (!cuda::available(&why_)) GTEST_SKIP() << why_;   \
+  } while (0)
 
 template <typename T>
 cuda::Buffer<T> dev(const std::vector<T>& v) { return cuda::Buffer<T>(v.data(), v.size()); }
@@ -47,7 +49,7 @@ std::vector<T> host(const cuda::Buffer<T>& b) {
 // ---- ops --------------------------------------------------------------------------------------------
 
 TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
   struct Case { int64_t B, Hq, Hkv, hd, window, page, ring; };
   for (const Case cs : {Case{3, 4, 2, 16, 0, 4, 0}, Case{5, 12, 2, 128, 0, 16, 0}, Case{2, 6, 6, 64, 0, 1, 0},
@@ -101,7 +103,7 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
 }
 
 TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(21);
   // T, pos0 (keys before the chunk), Hq, Hkv, hd, window, page (0: contiguous source)
   struct Case { int64_t T, pos0, Hq, Hkv, hd, window, page; };
@@ -153,7 +155,7 @@ TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
 }
 
 TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(31);
   // T, H, dk, dv, strong decay; dk/dv not multiples of 16 take the float32 kernels.
   struct Case { int64_t T, H, dk, dv; bool strong; bool tc; };
@@ -180,7 +182,7 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
 }
 
 TEST(CudaEngineOps, KvAppendThenGatherRoundTrips) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
   const int64_t row = 24, page = 4, pages_per_seq = 10, slots = 3;
   std::vector<int32_t> table(size_t(slots * pages_per_seq));
@@ -207,7 +209,7 @@ TEST(CudaEngineOps, KvAppendThenGatherRoundTrips) {
 }
 
 TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   const int64_t B = 3, slots = 5, C = 37, K = 4, H = 3, dk = 40, dv = 72;
   const std::vector<int32_t> slot_of = {4, 0, 2};
@@ -240,7 +242,7 @@ TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
 }
 
 TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
   for (const auto& [R, N] : {std::pair<int64_t, int64_t>{1, 1536}, {7, 64}, {33, 2048}, {5, 31}}) {
     std::vector<float> x = random_vector(rng, size_t(R * N)), br = random_vector(rng, size_t(R * N));
@@ -256,7 +258,7 @@ TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
 }
 
 TEST(CudaEngineOps, RopeAtPositions) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
   const int64_t T = 4, H = 3, hd = 64;
   const std::vector<int32_t> pos = {0, 17, 4095, 262143};
@@ -269,7 +271,7 @@ TEST(CudaEngineOps, RopeAtPositions) {
 }
 
 TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   const int64_t V = 6;
   const std::vector<float> row = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.0f};  // two maxima: index 1 wins ties
   const int64_t B = 20000;
@@ -322,7 +324,7 @@ TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
 class CudaGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    skip_without_gpu();
+    SKIP_WITHOUT_GPU();
     if (IsSkipped()) return;
     dir_ = golden::golden_root() + "/" + GetParam();
     golden_ = golden::read_golden(dir_);
@@ -489,7 +491,7 @@ TEST_P(CudaGolden, GraphReplayEqualsDirectLaunchesAndPagesComeBack) {
 INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::ValuesIn(golden::case_names()));
 
 TEST(CudaModelErrors, BadSlotsIdsAndOverflowAreErrors) {
-  skip_without_gpu();
+  SKIP_WITHOUT_GPU();
   const std::string dir = golden::golden_root() + "/jet_mix_f32";
   auto model = Model::load(dir);
   cuda::CudaModelOptions opt;
