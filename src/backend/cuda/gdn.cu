@@ -409,6 +409,25 @@ __device__ __forceinline__ void to_tf32(Frag& f) {
   for (int i = 0; i < f.num_elements; ++i) f.x[i] = nvcuda::wmma::__float_to_tf32(f.x[i]);
 }
 
+using TcAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
+
+// acc += A[16 x K] B[K x 16] with TF32 operands: A in `Layout` with leading dimension lda (a_step
+// floats between consecutive k: 1 row-major, lda column-major), B row-major with ldb; K % 8 == 0.
+template <typename Layout>
+__device__ __forceinline__ void mma_tf32(TcAcc& acc, const float* A, unsigned lda, int64_t a_step, const float* B,
+                                         unsigned ldb, int64_t K) {
+  using namespace nvcuda;
+  for (int64_t kk = 0; kk < K; kk += 8) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, Layout> a;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
+    wmma::load_matrix_sync(a, A + kk * a_step, lda);
+    wmma::load_matrix_sync(b, B + kk * ldb, ldb);
+    to_tf32(a);
+    to_tf32(b);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+}
+
 __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
                                                            ChunkWork work, float* __restrict__ S,
                                                            float* __restrict__ o) {
@@ -424,10 +443,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
     S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
   __syncthreads();
-  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-  using FragAc = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-  using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+  using FragC = TcAcc;
   const int64_t r0 = warp * 16;
   for (int64_t c = 0; c < nc; ++c) {
     const int64_t blk = c * H + h, t0 = c * kChunk;
@@ -442,15 +458,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     // delta rows r0.. = U - W S
     FragC ws, u;
     wmma::fill_fragment(ws, 0.0f);
-    for (int64_t kk = 0; kk < dk; kk += 8) {
-      FragA a;
-      FragB b;
-      wmma::load_matrix_sync(a, W + r0 * dk + kk, unsigned(dk));
-      wmma::load_matrix_sync(b, S_s + kk * kTcLd, kTcLd);
-      to_tf32(a);
-      to_tf32(b);
-      wmma::mma_sync(ws, a, b, ws);
-    }
+    mma_tf32<wmma::row_major>(ws, W + r0 * dk, unsigned(dk), 1, S_s, kTcLd, dk);
     wmma::load_matrix_sync(u, U + r0 * dv + c0, unsigned(dv), wmma::mem_row_major);
 #pragma unroll
     for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
@@ -460,24 +468,8 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     // o rows r0.. = (e^G q) S + P delta (P is lower triangular: columns j < r0 + 16 only)
     FragC oc;
     wmma::fill_fragment(oc, 0.0f);
-    for (int64_t kk = 0; kk < dk; kk += 8) {
-      FragA a;
-      FragB b;
-      wmma::load_matrix_sync(a, Qg + r0 * dk + kk, unsigned(dk));
-      wmma::load_matrix_sync(b, S_s + kk * kTcLd, kTcLd);
-      to_tf32(a);
-      to_tf32(b);
-      wmma::mma_sync(oc, a, b, oc);
-    }
-    for (int64_t kk = 0; kk < r0 + 16; kk += 8) {
-      FragA a;
-      FragB b;
-      wmma::load_matrix_sync(a, P + r0 * kChunk + kk, kChunk);
-      wmma::load_matrix_sync(b, D_s + kk * kTcLd, kTcLd);
-      to_tf32(a);
-      to_tf32(b);
-      wmma::mma_sync(oc, a, b, oc);
-    }
+    mma_tf32<wmma::row_major>(oc, Qg + r0 * dk, unsigned(dk), 1, S_s, kTcLd, dk);
+    mma_tf32<wmma::row_major>(oc, P + r0 * kChunk, kChunk, 1, D_s, kTcLd, r0 + 16);
     wmma::store_matrix_sync(O_s + r0 * kTcLd, oc, kTcLd, wmma::mem_row_major);
     __syncthreads();  // every read of S done; O_s complete
     for (int i = threadIdx.x; i < kChunk * kTcCols; i += blockDim.x) {
@@ -491,15 +483,8 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
       wmma::load_matrix_sync(sc, S_s + i0 * kTcLd, kTcLd, wmma::mem_row_major);
 #pragma unroll
       for (int i = 0; i < sc.num_elements; ++i) sc.x[i] *= gL;
-      for (int64_t kk = 0; kk < kChunk; kk += 8) {
-        FragAc a;  // A[i][t] = Kd[t][i]: Kd read column-major
-        FragB b;
-        wmma::load_matrix_sync(a, Kd + kk * dk + i0, unsigned(dk));
-        wmma::load_matrix_sync(b, D_s + kk * kTcLd, kTcLd);
-        to_tf32(a);
-        to_tf32(b);
-        wmma::mma_sync(sc, a, b, sc);
-      }
+      // A[i][t] = Kd[t][i]: Kd read column-major.
+      mma_tf32<wmma::col_major>(sc, Kd + i0, unsigned(dk), dk, D_s, kTcLd, kChunk);
       wmma::store_matrix_sync(S_s + i0 * kTcLd, sc, kTcLd, wmma::mem_row_major);
     }
     __syncthreads();  // S updated, D_s/O_s free for the next chunk
