@@ -1,0 +1,46 @@
+// Scoring the synthetic tasks (src/data/tasks.h) with a libtorch model: the data::Scorer behind
+// `jetlm postnas eval`, the trainer's periodic task evaluation and the PostNAS search objectives.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/tasks.h"
+#include "postnas/model.h"
+
+namespace jetlm::postnas {
+
+// Teacher-forced scoring of token sequences with `model` on `device` (bf16 autocast when asked).
+// Sequences of one batch are right-padded to a common length (causal: padding after a token cannot
+// change its logits). Runs under NoGradGuard.
+data::Scorer make_scorer(HybridModelImpl& model, torch::Device device, bool autocast);
+
+// One task configuration of an evaluation: a task at one context length.
+struct TaskSpec {
+  data::TaskKind kind;
+  int64_t context_tokens = 256;
+  std::string label() const;  // e.g. "kv-retrieval@256"
+};
+
+// "kv-retrieval@256,passkey@512,arithmetic" -> specs (a task without @ gets default_context).
+// Throws jetlm::Error naming `where` for an unknown task or a bad length.
+std::vector<TaskSpec> parse_task_specs(const std::string& text, int64_t default_context, const std::string& where);
+
+// The parameters the trainer and the evaluator use for a task at a context length: kv-retrieval
+// asks 4 keys among 3-letter keys with 2-digit values... (docs/postnas.md lists them).
+data::TaskParams task_params(const TaskSpec& spec);
+
+struct TaskResult {
+  TaskSpec spec;
+  data::TaskMetrics metrics;
+};
+
+// n examples per spec (seeded; cloze needs `heldout`), scored with `scorer`.
+std::vector<TaskResult> evaluate_tasks(const std::vector<TaskSpec>& specs, const Tokenizer& tokenizer,
+                                       const data::Scorer& scorer, int64_t n, uint64_t seed,
+                                       const data::TokenDataset* heldout, int64_t batch_size = 16);
+
+}  // namespace jetlm::postnas
