@@ -65,54 +65,7 @@ class AutocastBf16 {
   bool on_;
 };
 
-// The training batches: B rows of T+1 tokens, each a window of the train split at a random offset
-// or (a fraction task_mix of the rows) packed synthetic task examples. Everything is drawn from
-// (seed, step, row) alone, so a resumed run and every data-parallel rank see the same batches.
-class BatchMaker {
- public:
-  BatchMaker(const data::TokenDataset& train, const Tokenizer* tokenizer, std::vector<data::TaskKind> kinds,
-             double task_mix, int64_t B, int64_t T, uint64_t seed)
-      : train_(train), tokenizer_(tokenizer), kinds_(std::move(kinds)), mix_(task_mix), B_(B), T_(T), seed_(seed) {}
 
-  // Rows [row0, row0 + rows) of step `step`'s batch: [rows, T+1] int64 on the CPU.
-  torch::Tensor make(int64_t step, int64_t row0, int64_t rows) const {
-    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0xBF58476D1CE4E5B9ull + 1);
-    const uint64_t starts = uint64_t(train_.size() - (T_ + 1)) + 1;
-    std::vector<int32_t> buf(static_cast<size_t>(rows * (T_ + 1)));
-    for (int64_t b = 0; b < row0 + rows; ++b) {
-      const int64_t offset = int64_t(rng() % starts);  // drawn for every row: offsets do not depend on the mix
-      if (b < row0) continue;
-      int32_t* out = buf.data() + (b - row0) * (T_ + 1);
-      if (!fill_task_row(step, b, out)) train_.read(offset, T_ + 1, out);
-    }
-    return torch::from_blob(buf.data(), {rows, T_ + 1}, torch::kInt).to(torch::kLong);
-  }
-
- private:
-  bool fill_task_row(int64_t step, int64_t row, int32_t* out) const {
-    if (mix_ <= 0 || kinds_.empty()) return false;
-    std::mt19937_64 rng(seed_ * 0xD1B54A32D192ED03ull + uint64_t(step) * 0x94D049BB133111EBull + uint64_t(row) * 0x2545F4914F6CDD1Dull);
-    if (double(rng() >> 11) * 0x1.0p-53 >= mix_) return false;
-    const int64_t hi = std::max<int64_t>(16, T_ - 24), lo = std::min<int64_t>(64, hi);
-    std::vector<int32_t> row_tokens;
-    while (int64_t(row_tokens.size()) < T_ + 1) {
-      TaskSpec spec{kinds_[rng() % kinds_.size()], lo + int64_t(rng() % uint64_t(hi - lo + 1))};
-      const auto ex = data::make_examples(spec.kind, *tokenizer_, task_params(spec), 1, rng(), &train_).at(0);
-      row_tokens.insert(row_tokens.end(), ex.prompt.begin(), ex.prompt.end());
-      row_tokens.insert(row_tokens.end(), ex.answer.begin(), ex.answer.end());
-      row_tokens.push_back(train_.eos_id());
-    }
-    std::copy(row_tokens.begin(), row_tokens.begin() + (T_ + 1), out);
-    return true;
-  }
-
-  const data::TokenDataset& train_;
-  const Tokenizer* tokenizer_;
-  std::vector<data::TaskKind> kinds_;
-  double mix_;
-  int64_t B_, T_;
-  uint64_t seed_;
-};
 
 // The held-out windows: n windows of T+1 tokens evenly spread over the split (fixed for a run).
 std::vector<torch::Tensor> eval_batches(const data::TokenDataset& ds, int64_t n_batches, int64_t B, int64_t T) {
@@ -190,6 +143,44 @@ void plot(const fs::path& csv, const fs::path& png, const std::function<void(con
 }
 
 }  // namespace
+
+TrainBatches::TrainBatches(const data::TokenDataset& train, const Tokenizer* tokenizer,
+                           std::vector<data::TaskKind> kinds, double task_mix, int64_t seq, uint64_t seed)
+    : train_(train), tokenizer_(tokenizer), kinds_(std::move(kinds)), mix_(task_mix), T_(seq), seed_(seed) {
+  JETLM_ASSERT(mix_ <= 0 || kinds_.empty() || tokenizer_, "task rows need a tokenizer");
+  JETLM_ASSERT(train_.size() >= T_ + 1);
+}
+
+torch::Tensor TrainBatches::make(int64_t step, int64_t row0, int64_t rows) const {
+  std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ull + uint64_t(step) * 0xBF58476D1CE4E5B9ull + 1);
+  const uint64_t starts = uint64_t(train_.size() - (T_ + 1)) + 1;
+  std::vector<int32_t> buf(static_cast<size_t>(rows * (T_ + 1)));
+  for (int64_t b = 0; b < row0 + rows; ++b) {
+    const int64_t offset = int64_t(rng() % starts);  // drawn for every row: offsets do not depend on the mix
+    if (b < row0) continue;
+    int32_t* out = buf.data() + (b - row0) * (T_ + 1);
+    if (!fill_task_row(step, b, out)) train_.read(offset, T_ + 1, out);
+  }
+  return torch::from_blob(buf.data(), {rows, T_ + 1}, torch::kInt).to(torch::kLong);
+}
+
+bool TrainBatches::fill_task_row(int64_t step, int64_t row, int32_t* out) const {
+  if (mix_ <= 0 || kinds_.empty()) return false;
+  std::mt19937_64 rng(seed_ * 0xD1B54A32D192ED03ull + uint64_t(step) * 0x94D049BB133111EBull +
+                      uint64_t(row) * 0x2545F4914F6CDD1Dull);
+  if (double(rng() >> 11) * 0x1.0p-53 >= mix_) return false;
+  const int64_t hi = std::max<int64_t>(16, T_ - 24), lo = std::min<int64_t>(64, hi);
+  std::vector<int32_t> row_tokens;
+  while (int64_t(row_tokens.size()) < T_ + 1) {
+    const TaskSpec spec{kinds_[rng() % kinds_.size()], lo + int64_t(rng() % uint64_t(hi - lo + 1))};
+    const auto ex = data::make_examples(spec.kind, *tokenizer_, task_params(spec), 1, rng(), &train_).at(0);
+    row_tokens.insert(row_tokens.end(), ex.prompt.begin(), ex.prompt.end());
+    row_tokens.insert(row_tokens.end(), ex.answer.begin(), ex.answer.end());
+    row_tokens.push_back(train_.eos_id());
+  }
+  std::copy(row_tokens.begin(), row_tokens.begin() + (T_ + 1), out);
+  return true;
+}
 
 PretrainResult pretrain(const PretrainOptions& o) {
   const DistEnv dist = dist_env_from_environment();
@@ -342,7 +333,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     return s;
   };
 
-  const BatchMaker batches(train, tokenizer.get(), mix_kinds, o.task_mix, o.batch, o.seq, o.seed);
+  const TrainBatches batches(train, tokenizer.get(), mix_kinds, o.task_mix, o.seq, o.seed);
   const int64_t rows = o.batch / dist.world, row0 = dist.rank * rows;
   const std::vector<torch::Tensor> params = model->parameters();
 

@@ -23,6 +23,17 @@
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
+#include "data/tasks.h"
+
+namespace jetlm {
+class Tokenizer;
+namespace data {
+class TokenDataset;
+}
+}  // namespace jetlm
+
 namespace jetlm::postnas {
 
 struct PretrainOptions {
@@ -74,6 +85,28 @@ struct PretrainResult {
 //
 // Throws jetlm::Error on bad options/data, or when training diverges (non-finite loss).
 PretrainResult pretrain(const PretrainOptions& options);
+
+// The training batches: rows of seq+1 tokens, each a window of the train split at a random offset
+// or (a fraction task_mix of the rows) synthetic task examples packed back to back (prompt +
+// answer + eos) at context lengths drawn from [64, seq - 24]. Everything is drawn from
+// (seed, step, row) alone, so a resumed run and every data-parallel rank see the same batches.
+class TrainBatches {
+ public:
+  // `tokenizer` (the dataset's) is needed when task_mix > 0; both must outlive this object.
+  TrainBatches(const data::TokenDataset& train, const Tokenizer* tokenizer, std::vector<data::TaskKind> kinds,
+               double task_mix, int64_t seq, uint64_t seed);
+  // Rows [row0, row0 + rows) of step `step`'s batch: [rows, seq+1] int64 on the CPU. Thread-safe.
+  torch::Tensor make(int64_t step, int64_t row0, int64_t rows) const;
+
+ private:
+  bool fill_task_row(int64_t step, int64_t row, int32_t* out) const;
+  const data::TokenDataset& train_;
+  const Tokenizer* tokenizer_;
+  std::vector<data::TaskKind> kinds_;
+  double mix_;
+  int64_t T_;
+  uint64_t seed_;
+};
 
 // The learning rate of step s (0-based) of `steps`: linear warmup to lr over `warmup` steps, then
 // cosine from lr to min_lr at the last step.
