@@ -18,6 +18,7 @@
 #include "postnas/distributed.h"
 #include "postnas/pretrain.h"
 #include "postnas/scoring.h"
+#include "postnas/supernet.h"
 #endif
 
 namespace jetlm::cli {
@@ -91,6 +92,61 @@ struct EvalArgs {
   int threads = 0;
 };
 
+void register_supernet(CLI::App& postnas) {
+  auto o = std::make_shared<postnas::SuperNetOptions>();
+  auto no_resume = std::make_shared<bool>(false);
+  CLI::App* cmd = postnas.add_subcommand(
+      "supernet", "train the once-for-all super-network: a linear path next to every teacher attention, by distillation");
+  cmd->add_option("--teacher", o->teacher, "teacher model dir (full attention; frozen)")->required();
+  cmd->add_option("--data", o->data, "token dataset dir (`jetlm data build`)")->required();
+  cmd->add_option("--out", o->out, "run dir: checkpoint/, supernet/, supernet_loss.csv")->required();
+  cmd->add_option("--block", o->block, "linear block type: gla, gdn or jet")->capture_default_str();
+  cmd->add_option("--heads", o->sizes.heads, "linear block heads (0 = the teacher's attention heads)");
+  cmd->add_option("--dk", o->sizes.dk, "key dim per head (0 = the teacher's head_dim)");
+  cmd->add_option("--dv", o->sizes.dv, "value dim per head (0 = the teacher's head_dim)");
+  cmd->add_option("--max-full", o->max_full, "sampled sub-networks keep 0..N layers full (-1 = half the layers)")
+      ->capture_default_str();
+  cmd->add_option("--hidden-mse", o->hidden_mse, "weight of the final-hidden-state MSE next to the KL")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda (bf16 autocast)")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "optimizer steps")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "sequences per step")->capture_default_str();
+  cmd->add_option("--seq", o->seq, "tokens per sequence")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr", o->min_lr, "learning rate at the last step")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "linear warmup steps")->capture_default_str();
+  cmd->add_option("--task-mix", o->task_mix, "fraction of rows holding synthetic task examples")->capture_default_str();
+  cmd->add_option("--tasks", o->tasks, "tasks mixed in")->capture_default_str();
+  cmd->add_option("--log-every", o->log_every, "progress line every N steps")->capture_default_str();
+  cmd->add_option("--save-every", o->save_every, "checkpoint every N steps")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of the linear blocks, batches and sampled sub-networks")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads for torch (0 = its default)");
+  cmd->add_flag("--no-resume", *no_resume, "start over even when OUT/checkpoint exists");
+  cmd->callback([o, no_resume] {
+    o->resume = !*no_resume;
+    const auto r = postnas::train_supernet(*o);
+    std::printf("steps %lld..%lld, KL %.4f -> %.4f, %.0f tokens/s\n", (long long)r.first_step, (long long)r.last_step,
+                r.first_loss, r.last_loss, r.tokens_per_s);
+  });
+}
+
+void register_search(CLI::App& postnas) {
+  auto o = std::make_shared<postnas::SearchOptions>();
+  CLI::App* cmd = postnas.add_subcommand(
+      "search", "beam search for the full-attention layers of a super-network, per objective; importance maps");
+  cmd->add_option("--supernet", o->supernet, "super-network dir (`postnas supernet` OUT/supernet)")->required();
+  cmd->add_option("--data", o->data, "token dataset dir (heldout split: cloze passages)");
+  cmd->add_option("--out", o->out, "output dir: importance.csv/.png, beam.csv, comparison.csv")->required();
+  cmd->add_option("--objectives", o->objectives, "TASK@CONTEXT list, one search each")->capture_default_str();
+  cmd->add_option("--examples", o->examples, "examples per objective")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--beam", o->beam, "beam width")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--max-k", o->max_k, "search placements of 1..K full-attention layers")->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--batch", o->batch, "sequences per forward")->capture_default_str()->check(CLI::Range(1, 4096));
+  cmd->add_option("--seed", o->seed, "seed of the examples")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->callback([o] { postnas::search_placements(*o); });
+}
+
 void register_eval(CLI::App& postnas) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* cmd = postnas.add_subcommand("eval", "score a model dir on the synthetic tasks (accuracy, loss on the answer)");
@@ -141,6 +197,8 @@ void register_postnas(CLI::App& app) {
 #ifdef JETLM_HAVE_POSTNAS
   register_pretrain(*postnas);
   register_eval(*postnas);
+  register_supernet(*postnas);
+  register_search(*postnas);
 #else
   // Without libtorch, every postnas subcommand explains itself instead of being unknown.
   postnas->allow_extras();

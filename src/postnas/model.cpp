@@ -225,18 +225,23 @@ torch::Tensor GLAImpl::forward(const torch::Tensor& x) {
   return o_proj(o.reshape({B, T, H * dv}).to(x.scalar_type()));
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, BlockKind kind_) : kind(kind_) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden, c.rms_eps));
+std::shared_ptr<MixerImpl> make_mixer(const ModelConfig& c, BlockKind kind) {
   switch (kind) {
-    case BlockKind::Attn: self_attn = std::make_shared<AttentionImpl>(c, 0); break;
+    case BlockKind::Attn: return std::make_shared<AttentionImpl>(c, 0);
     case BlockKind::Swa:
       if (c.swa_window <= 0) throw_error("config", "a swa layer needs efficient_attention_config.swa.window_size > 0");
-      self_attn = std::make_shared<AttentionImpl>(c, c.swa_window);
-      break;
-    case BlockKind::Jet: self_attn = std::make_shared<JetBlockImpl>(c); break;
-    case BlockKind::Gdn: self_attn = std::make_shared<GatedDeltaNetImpl>(c); break;
-    case BlockKind::Gla: self_attn = std::make_shared<GLAImpl>(c); break;
+      return std::make_shared<AttentionImpl>(c, c.swa_window);
+    case BlockKind::Jet: return std::make_shared<JetBlockImpl>(c);
+    case BlockKind::Gdn: return std::make_shared<GatedDeltaNetImpl>(c);
+    case BlockKind::Gla: return std::make_shared<GLAImpl>(c);
   }
+  JETLM_ASSERT(false, "unknown block kind");
+  return nullptr;
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, BlockKind kind_) : kind(kind_) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden, c.rms_eps));
+  self_attn = make_mixer(c, kind);
   register_module("self_attn", self_attn);
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden, c.rms_eps));
   mlp = register_module("mlp", MLP(c.hidden, c.intermediate));
@@ -292,9 +297,11 @@ void HybridModelImpl::set_recurrent(bool r) {
   }
 }
 
-void HybridModelImpl::reset_parameters() {
+void HybridModelImpl::reset_parameters() { reset_parameters_of(*this); }
+
+void reset_parameters_of(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
-  for (auto& item : named_parameters()) {
+  for (auto& item : module.named_parameters()) {
     const std::string& name = item.key();
     torch::Tensor& p = item.value();
     if (name.ends_with("A_log")) {

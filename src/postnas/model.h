@@ -138,6 +138,12 @@ class GLAImpl : public MixerImpl {
   bool recurrent = false;
 };
 
+// Draws every parameter of `module` by the rules of HybridModelImpl::reset_parameters (by name).
+void reset_parameters_of(torch::nn::Module& module);
+
+// A freshly constructed mixer of `kind` (initialise it with reset_parameters_of).
+std::shared_ptr<MixerImpl> make_mixer(const ModelConfig& c, BlockKind kind);
+
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& c, BlockKind kind);

@@ -272,4 +272,17 @@ AutocastOff::~AutocastOff() {
   if (cpu_) at::autocast::set_autocast_enabled(at::kCPU, true);
 }
 
+AutocastBf16Cuda::AutocastBf16Cuda(bool on) : on_(on) {
+  if (!on_) return;
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::increment_nesting();
+}
+
+AutocastBf16Cuda::~AutocastBf16Cuda() {
+  if (!on_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+}
+
 }  // namespace jetlm::postnas

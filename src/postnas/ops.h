@@ -60,6 +60,18 @@ torch::Tensor dynamic_conv(const torch::Tensor& u, const torch::Tensor& kernel);
 // x [B, T, C], weight [C, 1, K] (tap K-1 multiplies x_t) -> [B, T, C].
 torch::Tensor short_conv(const torch::Tensor& x, const torch::Tensor& weight);
 
+// While alive (and `on`), CUDA autocast to bf16 is on: the trainer's forward precision.
+class AutocastBf16Cuda {
+ public:
+  explicit AutocastBf16Cuda(bool on);
+  ~AutocastBf16Cuda();
+  AutocastBf16Cuda(const AutocastBf16Cuda&) = delete;
+  AutocastBf16Cuda& operator=(const AutocastBf16Cuda&) = delete;
+
+ private:
+  bool on_;
+};
+
 // While alive, autocast is off for CUDA (and CPU): the recurrences run in float32 whatever the
 // caller's autocast says.
 class AutocastOff {

@@ -33,7 +33,11 @@ class ScopedAutocast {
 }  // namespace
 
 data::Scorer make_scorer(HybridModelImpl& model, torch::Device device, bool autocast) {
-  return [&model, device, autocast](const std::vector<data::ScoreRequest>& requests,
+  return make_scorer([&model](const torch::Tensor& ids) { return model.forward(ids); }, device, autocast);
+}
+
+data::Scorer make_scorer(LogitsFn forward, torch::Device device, bool autocast) {
+  return [forward = std::move(forward), device, autocast](const std::vector<data::ScoreRequest>& requests,
                                     std::vector<data::ScoreResult>& results) {
     torch::NoGradGuard no_grad;
     results.assign(requests.size(), {});
@@ -52,7 +56,7 @@ data::Scorer make_scorer(HybridModelImpl& model, torch::Device device, bool auto
     torch::Tensor logits;
     {
       ScopedAutocast guard(autocast && device.is_cuda());
-      logits = model.forward(torch::from_blob(ids.data(), {B, T}, torch::kLong).to(device));  // [B, T, V]
+      logits = forward(torch::from_blob(ids.data(), {B, T}, torch::kLong).to(device));  // [B, T, V]
     }
     // Only the positions that predict answer tokens: t - 1 for t in [answer_start, len).
     for (int64_t b = 0; b < B; ++b) {

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ namespace jetlm::postnas {
 // Sequences of one batch are right-padded to a common length (causal: padding after a token cannot
 // change its logits). Runs under NoGradGuard.
 data::Scorer make_scorer(HybridModelImpl& model, torch::Device device, bool autocast);
+// The same for any forward: ids [B, T] (int64, on `device`) -> logits [B, T, V].
+using LogitsFn = std::function<torch::Tensor(const torch::Tensor&)>;
+data::Scorer make_scorer(LogitsFn forward, torch::Device device, bool autocast);
 
 // One task configuration of an evaluation: a task at one context length.
 struct TaskSpec {
