@@ -120,6 +120,7 @@ void register_supernet(CLI::App& postnas) {
   cmd->add_option("--save-every", o->save_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of the linear blocks, batches and sampled sub-networks")->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads for torch (0 = its default)");
+  cmd->add_option("--stop-after", o->stop_after, "stop with a checkpoint after this step (resume later)");
   cmd->add_flag("--no-resume", *no_resume, "start over even when OUT/checkpoint exists");
   cmd->callback([o, no_resume] {
     o->resume = !*no_resume;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include "core/error.h"
 
@@ -35,6 +36,15 @@ int env_int(const char* name, int fallback, int lo, int hi) {
     throw_error(name, std::string("expected an integer in ") + std::to_string(lo) + ".." + std::to_string(hi) +
                           ", got '" + v + "'");
   return int(x);
+}
+
+// Rank 0 must outlive every other rank's use of the store it hosts.
+void finish_with_store(c10d::Store& store, int rank, int world) {
+  if (rank != 0) {
+    store.add("finished", 1);
+    return;
+  }
+  while (store.add("finished", 0) < world - 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
 // All-reduce through the TCP store: rank r posts its bytes under "ar/<round>/<r>", every rank reads
@@ -66,6 +76,7 @@ class StoreCollective final : public Collective {
     t.copy_(sum);
   }
   std::string backend() const override { return "store (CPU)"; }
+  void finish() override { finish_with_store(*store_, rank_, world_); }
 
  private:
   c10::intrusive_ptr<c10d::Store> store_;
@@ -76,7 +87,8 @@ class StoreCollective final : public Collective {
 #ifdef JETLM_POSTNAS_NCCL
 class NcclCollective final : public Collective {
  public:
-  NcclCollective(const c10::intrusive_ptr<c10d::Store>& store, int rank, int world, int timeout_s) {
+  NcclCollective(const c10::intrusive_ptr<c10d::Store>& store, int rank, int world, int timeout_s)
+      : store_(store), rank_(rank), world_(world) {
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = std::chrono::seconds(timeout_s);
     group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
@@ -86,8 +98,11 @@ class NcclCollective final : public Collective {
     group_->allreduce(tensors)->wait();
   }
   std::string backend() const override { return "NCCL"; }
+  void finish() override { finish_with_store(*store_, rank_, world_); }
 
  private:
+  c10::intrusive_ptr<c10d::Store> store_;
+  int rank_, world_;
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> group_;
 };
 #endif

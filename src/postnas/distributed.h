@@ -37,6 +37,9 @@ class Collective {
   // Sums `t` over all ranks, in place (every rank ends with the same values).
   virtual void all_reduce_sum(torch::Tensor& t) = 0;
   virtual std::string backend() const = 0;
+  // Call once at the end: rank 0 hosts the store, so it waits here until every other rank has
+  // called finish() (then none of them talks to the store any more); the others return at once.
+  virtual void finish() = 0;
 };
 
 // The collective for `env` on `device` (NCCL for CUDA, the store all-reduce for CPU). Blocks until

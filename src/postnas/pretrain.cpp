@@ -435,6 +435,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       write_checkpoint(*model, spec, optimizer, state_json(), out);
   }
   result.last_step = step;
+  if (collective) collective->finish();
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   result.tokens_per_s = run_seconds > 0 ? double(run_tokens) / run_seconds : 0;
   if (lead && step == o.steps) {

@@ -260,7 +260,8 @@ SuperNetResult train_supernet(const SuperNetOptions& o) {
   int64_t interval_tokens = 0;
   double kl_sum = 0, mse_sum = 0, full_sum = 0;
   int64_t interval_n = 0;
-  while (step < o.steps) {
+  const int64_t end = o.stop_after > 0 ? std::min(o.steps, o.stop_after) : o.steps;
+  while (step < end) {
     const double lr = lr_at(step, o.steps, o.lr, o.min_lr, o.warmup);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     // The sub-network of this step: k ~ U{0..max_full} layers full, chosen uniformly.
@@ -326,11 +327,13 @@ SuperNetResult train_supernet(const SuperNetOptions& o) {
       interval_tokens = 0;
       t0 = std::chrono::steady_clock::now();
     }
-    if (step == o.steps || (o.save_every > 0 && step % o.save_every == 0)) save(ckpt);
+    if (step == end || (o.save_every > 0 && step % o.save_every == 0)) save(ckpt);
   }
   result.last_step = step;
-  save(out / "supernet");
-  log(where + ": done, super-network " + (out / "supernet").string());
+  if (step == o.steps) {
+    save(out / "supernet");
+    log(where + ": done, super-network " + (out / "supernet").string());
+  }
   return result;
 }
 

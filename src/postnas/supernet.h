@@ -79,6 +79,7 @@ struct SuperNetOptions {
   int64_t log_every = 10, save_every = 100;
   uint64_t seed = 1;
   bool resume = true;
+  int64_t stop_after = -1;  // stop with a checkpoint after this step (resume later)
   int threads = 0;
   std::function<void(const std::string&)> log;
 };
