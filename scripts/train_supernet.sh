@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # PostNAS step 1 on one GPU (docs/postnas.md section 7): trains the super-network of a teacher (a
 # GLA path next to every attention layer, by distillation), then searches the full-attention
-# placements for three objectives (retrieval, multiple-choice loss, math).
+# placements for three objectives (retrieval, multiple-choice loss, math), then up to two SWA layers
+# (window 64) next to each objective's best four full-attention layers.
 #
 #   scripts/train_supernet.sh JETLM TEACHER_DIR TOKENS_DIR OUT_DIR
 #
@@ -35,4 +36,4 @@ fi
 "$JETLM" postnas supernet "${ARGS[@]}" --out "$OUT/train" --steps "$STEPS" --warmup $((STEPS / 20)) \
   --log-every 25 --save-every $((STEPS / 5))
 "$JETLM" postnas search --supernet "$OUT/train/supernet" --data "$DATA" --device cuda --out "$OUT/search" \
-  --objectives kv-retrieval@256,cloze@256,arithmetic --examples 128 --beam 3 --max-k 4
+  --objectives kv-retrieval@256,cloze@256,arithmetic --examples 128 --beam 3 --max-k 4 --swa-k 2 --swa-window 64

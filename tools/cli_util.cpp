@@ -56,4 +56,28 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   }
 }
 
+std::string resolve_model_dir(const std::string& given) {
+  namespace fs = std::filesystem;
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("JETLM_MODEL"); env && *env) return env;
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path() / ".." / kDefaultModelSubdir);  // build/jetlm, prefix/bin/jetlm
+    candidates.push_back(exe.parent_path() / kDefaultModelSubdir);
+    candidates.push_back(exe.parent_path() / ".." / "share" / "jetlm" / kDefaultModelSubdir);
+  }
+#ifdef JETLM_SOURCE_ROOT
+  candidates.push_back(fs::path(JETLM_SOURCE_ROOT) / kDefaultModelSubdir);
+#endif
+  std::string looked;
+  for (const fs::path& c : candidates) {
+    if (fs::exists(c / "config.json", ec)) return c.lexically_normal().string();
+    looked += "\n  " + c.lexically_normal().string();
+  }
+  throw_error("--model", "not given, $JETLM_MODEL is not set, and the embedded default model (" +
+                             std::string(kDefaultModelSubdir) + ") was not found; looked in:" + looked);
+}
+
 }  // namespace jetlm::cli

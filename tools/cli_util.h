@@ -14,4 +14,13 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& f
 // half-written output.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 
+// The model dir a command runs: `given` when not empty, else $JETLM_MODEL, else the embedded
+// default model (models/jet-postnas-tiny, the PostNAS export committed with jetlm) found next to the
+// executable (../models, ./models) or in the source tree it was built from. Throws jetlm::Error
+// listing where it looked when none exists.
+std::string resolve_model_dir(const std::string& given);
+
+// Where the embedded default model lives relative to a jetlm checkout or install prefix.
+constexpr const char* kDefaultModelSubdir = "models/jet-postnas-tiny";
+
 }  // namespace jetlm::cli

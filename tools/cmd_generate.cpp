@@ -448,7 +448,8 @@ void register_generate(CLI::App& app) {
 
   auto gen = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
-  cmd->add_option("--model", gen->model_dir, "model directory")->required();
+  cmd->add_option("--model", gen->model_dir, "model directory (default: $JETLM_MODEL, else the embedded "
+                  "models/jet-postnas-tiny)");
   cmd->add_option("-p,--prompt", gen->prompt, "prompt text, or @FILE to read it from a file");
   cmd->add_option("--prompt-ids", gen->prompt_ids, "prompt as comma-separated token ids (no tokenizer needed)");
   cmd->add_option("-n,--max-new", gen->max_new, "most tokens to generate (default 256)")->check(CLI::NonNegativeNumber);
@@ -465,18 +466,25 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
   gen->sampling.add_to(cmd);
-  cmd->callback([gen] { run_generate(*gen); });
+  cmd->callback([gen] {
+    gen->model_dir = cli::resolve_model_dir(gen->model_dir);
+    run_generate(*gen);
+  });
 
   auto chat = std::make_shared<ChatArgs>();
   CLI::App* chat_cmd = app.add_subcommand("chat", "interactive chat in the terminal through the model's chat template");
-  chat_cmd->add_option("--model", chat->model_dir, "model directory")->required();
+  chat_cmd->add_option("--model", chat->model_dir, "model directory (default: $JETLM_MODEL, else the embedded "
+                       "models/jet-postnas-tiny)");
   chat_cmd->add_option("--system", chat->system, "system message (default: the template's)");
   chat_cmd->add_option("-n,--max-new", chat->max_new, "most tokens per reply (default 1024)")->check(CLI::PositiveNumber);
   chat_cmd->add_option("--chunk", chat->chunk, "prefill chunk in tokens (default 512)")->check(CLI::PositiveNumber);
   chat_cmd->add_option("--threads", chat->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   chat_cmd->add_option("--weights", chat->weights, "as-stored (default) or q8 (quantize at load time)");
   chat->sampling.add_to(chat_cmd);
-  chat_cmd->callback([chat] { run_chat(*chat); });
+  chat_cmd->callback([chat] {
+    chat->model_dir = cli::resolve_model_dir(chat->model_dir);
+    run_chat(*chat);
+  });
 }
 
 }  // namespace jetlm::cli

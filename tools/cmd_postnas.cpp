@@ -16,6 +16,7 @@
 #include "jetlm/tokenizer.h"
 #include "postnas/checkpoint.h"
 #include "postnas/distributed.h"
+#include "postnas/export.h"
 #include "postnas/pretrain.h"
 #include "postnas/scoring.h"
 #include "postnas/supernet.h"
@@ -142,10 +143,46 @@ void register_search(CLI::App& postnas) {
   cmd->add_option("--beam", o->beam, "beam width")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--max-k", o->max_k, "search placements of 1..K full-attention layers")->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  cmd->add_option("--swa-k", o->swa_k, "then search up to K SWA layers next to each objective's best full layers (0 = no)")
+      ->capture_default_str()->check(CLI::Range(0, 1000));
+  cmd->add_option("--swa-window", o->swa_window, "window of those SWA layers in tokens")->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--batch", o->batch, "sequences per forward")->capture_default_str()->check(CLI::Range(1, 4096));
   cmd->add_option("--seed", o->seed, "seed of the examples")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->callback([o] { postnas::search_placements(*o); });
+}
+
+void register_export(CLI::App& postnas) {
+  auto o = std::make_shared<postnas::ExportOptions>();
+  CLI::App* cmd = postnas.add_subcommand(
+      "export", "turn a placement into a Jet-Nemotron model dir (attn where kept, JetBlock elsewhere) + stage-1 distillation");
+  cmd->add_option("--teacher", o->teacher, "teacher model dir (full attention)")->required();
+  cmd->add_option("--full", o->full, "layers kept as full attention, e.g. 0,1,3,5")->required();
+  cmd->add_option("--swa", o->swa, "layers that become sliding-window attention");
+  cmd->add_option("--swa-window", o->swa_window, "SWA window in tokens")->capture_default_str();
+  cmd->add_option("--data", o->data, "token dataset dir for the distillation")->required();
+  cmd->add_option("--out", o->out, "new model dir (must not hold a model)")->required();
+  cmd->add_option("--heads", o->sizes.heads, "JetBlock heads (0 = the teacher's attention heads)");
+  cmd->add_option("--dk", o->sizes.dk, "JetBlock key dim per head (0 = head_dim)");
+  cmd->add_option("--dv", o->sizes.dv, "JetBlock value dim per head (0 = head_dim)");
+  cmd->add_option("--device", o->device, "cpu or cuda (bf16 autocast)")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "distillation steps (0 = none)")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "sequences per step")->capture_default_str();
+  cmd->add_option("--seq", o->seq, "tokens per sequence")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr", o->min_lr, "learning rate at the last step")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "warmup steps")->capture_default_str();
+  cmd->add_option("--task-mix", o->task_mix, "fraction of rows holding synthetic task examples")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "weights written: bf16 or f32")->capture_default_str();
+  cmd->add_option("--log-every", o->log_every, "progress every N steps")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads for torch (0 = its default)");
+  cmd->callback([o] {
+    const auto r = postnas::export_hybrid(*o);
+    std::printf("exported %s: %.2fM JetBlock parameters, stage-1 KL %.4f -> %.4f\n", o->out.c_str(),
+                double(r.trainable) / 1e6, r.first_kl, r.last_kl);
+  });
 }
 
 void register_eval(CLI::App& postnas) {
@@ -200,6 +237,7 @@ void register_postnas(CLI::App& app) {
   register_eval(*postnas);
   register_supernet(*postnas);
   register_search(*postnas);
+  register_export(*postnas);
 #else
   // Without libtorch, every postnas subcommand explains itself instead of being unknown.
   postnas->allow_extras();

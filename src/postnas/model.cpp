@@ -106,7 +106,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   }
   q = rope(q, rope_theta);
   k = rope(k, rope_theta);
-  const torch::Tensor o = causal_attention(q, k, v, window);  // [B, T, Hq, hd]
+  torch::Tensor o;  // [B, T, Hq, hd]
+  if (capture_probs) {
+    torch::Tensor probs;
+    o = causal_attention_explicit(q, k, v, window, &probs);
+    if (probs.requires_grad()) probs.retain_grad();
+    capture_probs->push_back(probs);
+  } else {
+    o = causal_attention(q, k, v, window);
+  }
   return o_proj(o.reshape({x.size(0), x.size(1), n_heads * head_dim}));
 }
 

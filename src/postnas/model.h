@@ -65,6 +65,9 @@ class AttentionImpl : public MixerImpl {
   RMSNorm q_norm{nullptr}, k_norm{nullptr};  // Qwen3 only
   int64_t n_heads, n_kv_heads, head_dim, window;
   double rope_theta, rms_eps;
+  // When set, forward materialises the attention probabilities [B, Hq, T, T] (float32, gradient
+  // retained) and appends them here, for the cheap importance score; slower, for analysis only.
+  std::vector<torch::Tensor>* capture_probs = nullptr;
 };
 
 // kernel_generator: w1 (no bias) -> silu -> w2 (bias); names as in the official DynamicShortConvolution.

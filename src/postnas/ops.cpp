@@ -107,6 +107,15 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
                                             1.0 / std::sqrt(double(hd)), /*enable_gqa=*/group > 1)
         .transpose(1, 2);
   }
+  return causal_attention_explicit(q, k, v, window, nullptr);
+}
+
+torch::Tensor causal_attention_explicit(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                        int64_t window, torch::Tensor* probs) {
+  JETLM_ASSERT(q.dim() == 4 && k.dim() == 4 && v.sizes() == k.sizes(), "attention: q [B,T,Hq,hd], k/v [B,T,Hkv,hd]");
+  const int64_t T = q.size(1), Hq = q.size(2), Hkv = k.size(2), hd = q.size(3);
+  JETLM_ASSERT(Hq % Hkv == 0 && k.size(3) == hd && k.size(1) == T);
+  const int64_t group = Hq / Hkv;
   torch::Tensor kk = k, vv = v;
   if (group > 1) {  // query head h reads kv head h / group
     kk = k.repeat_interleave(group, 2);
@@ -118,8 +127,9 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   torch::Tensor allowed = idx.unsqueeze(0) <= idx.unsqueeze(1);  // [T(i), T(j)]: j <= i
   if (window > 0) allowed = allowed & (idx.unsqueeze(0) > idx.unsqueeze(1) - window);
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-  const torch::Tensor p = torch::softmax(scores, -1).to(vh.scalar_type());
-  return torch::matmul(p, vh).transpose(1, 2);  // [B, T, Hq, hd]
+  const torch::Tensor p = torch::softmax(scores, -1);  // [B, Hq, T, T], float32 or float64
+  if (probs) *probs = p;
+  return torch::matmul(p.to(vh.scalar_type()), vh).transpose(1, 2);  // [B, T, Hq, hd]
 }
 
 RecurrentResult gated_delta_rule_chunked(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

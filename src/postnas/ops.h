@@ -26,6 +26,10 @@ torch::Tensor rope(const torch::Tensor& x, double theta, int64_t pos0 = 0);
 // window > 0: token i sees j with i - window < j <= i (SWA). Scale 1/sqrt(hd), softmax in fp32.
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                int64_t window = 0);
+// The same with the T x T probabilities materialised (float32 or wider) and returned in *probs
+// [B, Hq, T, T] as part of the graph (the cheap layer-importance score reads their gradient).
+torch::Tensor causal_attention_explicit(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                        int64_t window, torch::Tensor* probs);
 
 struct RecurrentResult {
   torch::Tensor o;      // [B, T, H, dv]

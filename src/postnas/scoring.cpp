@@ -149,4 +149,92 @@ std::vector<TaskResult> evaluate_tasks(const std::vector<TaskSpec>& specs, const
   return out;
 }
 
+std::vector<double> attention_attribution_importance(HybridModelImpl& model, data::TaskKind kind,
+                                                     const std::vector<data::TaskExample>& examples,
+                                                     torch::Device device, int64_t batch_size,
+                                                     std::vector<double>* signed_sum) {
+  JETLM_ASSERT(batch_size > 0);
+  const int64_t L = int64_t(model.model->layers->size());
+  std::vector<AttentionImpl*> attention(size_t(L), nullptr);
+  for (int64_t i = 0; i < L; ++i)
+    attention[size_t(i)] = dynamic_cast<AttentionImpl*>(
+        model.model->layers[size_t(i)]->as<DecoderLayerImpl>()->self_attn.get());
+  std::vector<double> score(size_t(L), 0.0);
+  if (signed_sum) signed_sum->assign(size_t(L), 0.0);
+  if (examples.empty()) return score;
+  // The teacher is frozen; let the graph exist by making the embedding table require grad for the
+  // duration (its gradient is discarded).
+  torch::Tensor& table = model.model->embed_tokens->weight;
+  const bool table_grad = table.requires_grad();
+  table.set_requires_grad(true);
+  std::vector<torch::Tensor> probs;
+  for (AttentionImpl* a : attention)
+    if (a) a->capture_probs = &probs;
+  struct Restore {
+    std::vector<AttentionImpl*>& attention;
+    torch::Tensor& table;
+    bool grad;
+    ~Restore() {
+      for (AttentionImpl* a : attention)
+        if (a) a->capture_probs = nullptr;
+      table.mutable_grad() = torch::Tensor();
+      table.set_requires_grad(grad);
+    }
+  } restore{attention, table, table_grad};
+
+  for (size_t first = 0; first < examples.size(); first += size_t(batch_size)) {
+    const size_t last = std::min(examples.size(), first + size_t(batch_size));
+    const int64_t B = int64_t(last - first);
+    std::vector<std::vector<int32_t>> rows;
+    std::vector<int64_t> answer_start;
+    int64_t T = 0;
+    for (size_t e = first; e < last; ++e) {
+      const auto& ex = examples[e];
+      const auto& answer = kind == data::TaskKind::Cloze ? ex.choices.at(size_t(ex.correct)) : ex.answer;
+      if (ex.prompt.empty() || answer.empty()) throw_error("importance", "an example without prompt or answer");
+      std::vector<int32_t> row = ex.prompt;
+      row.insert(row.end(), answer.begin(), answer.end());
+      answer_start.push_back(int64_t(ex.prompt.size()));
+      T = std::max<int64_t>(T, int64_t(row.size()));
+      rows.push_back(std::move(row));
+    }
+    // Right-padded ids and a mask of the positions that predict answer tokens (t - 1 for t >= start).
+    std::vector<int64_t> ids(size_t(B * T), 0), targets(size_t(B * T), 0);
+    std::vector<float> mask(size_t(B * T), 0.f);
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& row = rows[size_t(b)];
+      std::copy(row.begin(), row.end(), ids.begin() + b * T);
+      const int64_t n_answer = int64_t(row.size()) - answer_start[size_t(b)];
+      for (int64_t t = answer_start[size_t(b)]; t < int64_t(row.size()); ++t) {
+        targets[size_t(b * T + t - 1)] = row[size_t(t)];
+        mask[size_t(b * T + t - 1)] = 1.f / float(n_answer);
+      }
+    }
+    const torch::Tensor id_tensor = torch::from_blob(ids.data(), {B, T}, torch::kLong).to(device);
+    const torch::Tensor target_tensor = torch::from_blob(targets.data(), {B, T}, torch::kLong).to(device);
+    probs.clear();
+    const torch::Tensor logits = model.forward(id_tensor);
+    const torch::Tensor logp = torch::log_softmax(at_least_f32(logits), -1);  // [B, T, V]
+    const torch::Tensor mask_tensor = torch::from_blob(mask.data(), {B, T}, torch::kFloat).to(device, logp.scalar_type());
+    // Sum over examples of the mean answer NLL: each example's attribution is its own.
+    const torch::Tensor nll = -(logp.gather(2, target_tensor.unsqueeze(2)).squeeze(2) * mask_tensor).sum();
+    nll.backward();
+    JETLM_ASSERT(probs.size() == size_t(std::count_if(attention.begin(), attention.end(), [](auto* a) { return a; })));
+    size_t p = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      if (!attention[size_t(i)]) continue;
+      const torch::Tensor& A = probs[p++];  // [B, Hq, T, T]
+      JETLM_ASSERT(A.grad().defined(), "importance: no gradient reached the attention probabilities");
+      const torch::Tensor attribution = A.detach() * A.grad();
+      score[size_t(i)] += attribution.abs().sum().item<double>();
+      if (signed_sum) (*signed_sum)[size_t(i)] += attribution.sum().item<double>();
+    }
+    probs.clear();
+  }
+  for (double& s : score) s /= double(examples.size());
+  if (signed_sum)
+    for (double& s : *signed_sum) s /= double(examples.size());
+  return score;
+}
+
 }  // namespace jetlm::postnas

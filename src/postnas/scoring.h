@@ -47,4 +47,17 @@ std::vector<TaskResult> evaluate_tasks(const std::vector<TaskSpec>& specs, const
                                        const data::Scorer& scorer, int64_t n, uint64_t seed,
                                        const data::TokenDataset* heldout, int64_t batch_size = 16);
 
+// The cheap layer-importance score (SPEC.md section 4, "attention mass times gradient magnitude"),
+// an alternative to the super-network search that needs only the teacher: for each attention layer
+// l, the attention attribution sum_{h,i,j} |A^l_hij * dL/dA^l_hij| averaged over the examples, where
+// A^l are the layer's softmax probabilities and L the teacher's loss on the answer tokens (cloze: on
+// the correct choice). One forward + backward per batch in float32 (T x T probabilities in memory).
+// Returns one score per layer (0 for layers that are not attention). Parameters stay untouched.
+std::vector<double> attention_attribution_importance(HybridModelImpl& model, data::TaskKind kind,
+                                                     const std::vector<data::TaskExample>& examples,
+                                                     torch::Device device, int64_t batch_size = 8,
+                                                     std::vector<double>* signed_sum = nullptr);
+// (signed_sum, when given, receives the same sums without the absolute value: per layer the
+// derivative of the mean loss with respect to a scale on that layer's attention output.)
+
 }  // namespace jetlm::postnas

@@ -76,15 +76,34 @@ SuperNetImpl::SuperNetImpl(const ModelSpec& spec, BlockKind kind, LinearBlockSiz
 
 std::vector<torch::Tensor> SuperNetImpl::linear_parameters() const { return linear->parameters(); }
 
-torch::Tensor SuperNetImpl::forward_hidden(const torch::Tensor& ids, const std::vector<bool>& full, torch::Tensor* hidden) {
+torch::Tensor SuperNetImpl::forward_hidden(const torch::Tensor& ids, const std::vector<bool>& full, torch::Tensor* hidden,
+                                          const std::vector<bool>* swa, int64_t swa_window) {
   JETLM_ASSERT(ids.dim() == 2, "SuperNet: ids must be [B, T]");
   JETLM_ASSERT(int64_t(full.size()) == n_layers(), "SuperNet: one placement entry per layer");
+  JETLM_ASSERT(!swa || (int64_t(swa->size()) == n_layers() && swa_window > 0), "SuperNet: one SWA entry per layer, window > 0");
   auto& dec = *teacher->model;
   torch::Tensor x = dec.embed_tokens(ids);
   for (int64_t i = 0; i < n_layers(); ++i) {
     auto* layer = dec.layers[i]->as<DecoderLayerImpl>();
-    MixerImpl* mixer = full[i] ? layer->self_attn.get() : linear[i]->as<MixerImpl>();
-    const torch::Tensor h = x + mixer->forward(layer->input_layernorm(x).to(x.scalar_type())).to(x.scalar_type());
+    const bool windowed = swa && (*swa)[size_t(i)] && !full[size_t(i)];
+    MixerImpl* mixer = full[i] || windowed ? layer->self_attn.get() : linear[i]->as<MixerImpl>();
+    torch::Tensor mixed;
+    if (windowed) {
+      // The teacher's attention with a window: set for this call only.
+      auto& attn = *layer->self_attn->as<AttentionImpl>();
+      const int64_t saved = attn.window;
+      attn.window = swa_window;
+      try {
+        mixed = attn.forward(layer->input_layernorm(x).to(x.scalar_type()));
+      } catch (...) {
+        attn.window = saved;
+        throw;
+      }
+      attn.window = saved;
+    } else {
+      mixed = mixer->forward(layer->input_layernorm(x).to(x.scalar_type()));
+    }
+    const torch::Tensor h = x + mixed.to(x.scalar_type());
     x = h + layer->mlp(layer->post_attention_layernorm(h).to(x.scalar_type())).to(x.scalar_type());
   }
   const torch::Tensor normed = dec.norm(x);
@@ -97,25 +116,32 @@ torch::Tensor SuperNetImpl::forward(const torch::Tensor& ids, const std::vector<
   return forward_hidden(ids, full, nullptr);
 }
 
-void SuperNetImpl::init_linear_from_attention() {
+void init_mixer_from_attention(MixerImpl& mixer, AttentionImpl& attn, const ModelConfig& c) {
   torch::NoGradGuard no_grad;
-  const ModelConfig& c = teacher->config();
   const int64_t group = c.n_heads / c.n_kv_heads, hd = c.head_dim, D = c.hidden;
+  // KV heads repeated over their query groups: [Hkv*hd, D] -> [Hq*hd, D].
+  auto repeat_kv = [&](const torch::Tensor& w) {
+    return w.view({c.n_kv_heads, hd, D}).repeat_interleave(group, 0).reshape({c.n_heads * hd, D});
+  };
+  const torch::Tensor q = attn.q_proj->weight, k = repeat_kv(attn.k_proj->weight), v = repeat_kv(attn.v_proj->weight),
+                      o = attn.o_proj->weight;
+  for (auto& item : mixer.named_parameters()) {
+    torch::Tensor& p = item.value();
+    const std::string& name = item.key();
+    // The first p.size(0) / hd heads of q/k/v (rows), of o (columns), when the head size is hd.
+    if ((name == "q_proj.weight" || name == "k_proj.weight" || name == "v_proj.weight") && p.dim() == 2 &&
+        p.size(1) == D && p.size(0) % hd == 0 && p.size(0) <= c.n_heads * hd)
+      p.copy_((name[0] == 'q' ? q : name[0] == 'k' ? k : v).narrow(0, 0, p.size(0)));
+    else if (name == "o_proj.weight" && p.dim() == 2 && p.size(0) == D && p.size(1) % hd == 0 && p.size(1) <= c.n_heads * hd)
+      p.copy_(o.narrow(1, 0, p.size(1)));
+  }
+}
+
+void SuperNetImpl::init_linear_from_attention() {
   for (int64_t i = 0; i < n_layers(); ++i) {
     auto* attn = dynamic_cast<AttentionImpl*>(teacher->model->layers[i]->as<DecoderLayerImpl>()->self_attn.get());
     JETLM_ASSERT(attn != nullptr);
-    // KV heads repeated over their query groups: [Hkv*hd, D] -> [Hq*hd, D].
-    auto repeat_kv = [&](const torch::Tensor& w) {
-      return w.view({c.n_kv_heads, hd, D}).repeat_interleave(group, 0).reshape({c.n_heads * hd, D});
-    };
-    const std::map<std::string, torch::Tensor> source = {{"q_proj.weight", attn->q_proj->weight},
-                                                        {"k_proj.weight", repeat_kv(attn->k_proj->weight)},
-                                                        {"v_proj.weight", repeat_kv(attn->v_proj->weight)},
-                                                        {"o_proj.weight", attn->o_proj->weight}};
-    for (auto& item : linear[i]->named_parameters()) {
-      const auto it = source.find(item.key());
-      if (it != source.end() && it->second.sizes() == item.value().sizes()) item.value().copy_(it->second);
-    }
+    init_mixer_from_attention(*linear[i]->as<MixerImpl>(), *attn, teacher->config());
   }
 }
 
@@ -343,6 +369,7 @@ void search_placements(const SearchOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + o.device + "'");
   if (o.device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
   if (o.beam < 1 || o.max_k < 1 || o.examples < 1) throw_error("postnas search", "--beam, --max-k and --examples must be >= 1");
+  if (o.swa_k < 0 || o.swa_window < 1) throw_error("postnas search", "--swa-k must be >= 0 and --swa-window >= 1");
   const torch::Device device(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
   ojson meta;
   SuperNet net = load_supernet(o.supernet, &meta);
@@ -357,8 +384,12 @@ void search_placements(const SearchOptions& o) {
   const auto tokenizer = Tokenizer::load(meta.at("teacher").get<std::string>());
   fs::create_directories(o.out);
 
-  std::string importance_csv = "task,layer,score,accuracy,loss\n", beam_csv = "task,k,rank,layers,score,accuracy,loss\n";
-  std::string comparison_csv = "task,k,searched_layers,searched_score,uniform_layers,uniform_score,none_score,teacher_score\n";
+  std::string importance_csv = "task,layer,score,accuracy,loss,attribution\n";
+  std::string beam_csv = "task,k,rank,layers,score,accuracy,loss\n";
+  std::string swa_csv = "task,full_layers,swa_window,swa_k,rank,swa_layers,score,accuracy,loss\n";
+  std::string comparison_csv =
+      "task,k,searched_layers,searched_score,uniform_layers,uniform_score,attribution_layers,attribution_score,"
+      "none_score,teacher_score\n";
   for (const TaskSpec& spec : specs) {
     const auto examples = data::make_examples(spec.kind, *tokenizer, task_params(spec), o.examples, o.seed, heldout.get());
     // Higher is better: accuracy (loss breaks ties) for the generation tasks, minus the loss on the
@@ -373,6 +404,14 @@ void search_placements(const SearchOptions& o) {
       const double s = spec.kind == data::TaskKind::Cloze ? -m.loss : m.accuracy - 1e-3 * m.loss;
       return cache[full] = {s, m};
     };
+    // The cheap alternative: the teacher's attention attribution per layer; its top-k layers are
+    // scored in the super-network next to the searched and the uniform placements.
+    const std::vector<double> attribution =
+        attention_attribution_importance(*net->teacher, spec.kind, examples, device, std::min<int64_t>(o.batch, 8));
+    std::vector<int64_t> by_attribution(static_cast<size_t>(L));
+    for (int64_t i = 0; i < L; ++i) by_attribution[size_t(i)] = i;
+    std::stable_sort(by_attribution.begin(), by_attribution.end(),
+                     [&](int64_t a, int64_t b) { return attribution[size_t(a)] > attribution[size_t(b)]; });
     const std::vector<bool> none(size_t(L), false), all(size_t(L), true);
     const double teacher_score = score(all).first, none_score = score(none).first;
     log("postnas search: " + spec.label() + ": teacher " + fmt("%.4f", teacher_score) + ", all linear " + fmt("%.4f", none_score));
@@ -381,7 +420,7 @@ void search_placements(const SearchOptions& o) {
       one[size_t(i)] = true;
       const auto [s, m] = score(one);
       importance_csv += spec.label() + "," + std::to_string(i) + "," + fmt("%.6f", s) + "," + fmt("%.6f", m.accuracy) + "," +
-                        fmt("%.6f", m.loss) + "\n";
+                        fmt("%.6f", m.loss) + "," + fmt("%.6g", attribution[size_t(i)]) + "\n";
     }
     std::vector<std::vector<bool>> beam = {none};
     for (int64_t k = 1; k <= std::min(o.max_k, L); ++k) {
@@ -405,19 +444,72 @@ void search_placements(const SearchOptions& o) {
                     fmt("%.6f", m.accuracy) + "," + fmt("%.6f", m.loss) + "\n";
       }
       const auto uni = uniform_placement(L, k);
+      std::vector<bool> cheap(size_t(L), false);
+      for (int64_t j = 0; j < k; ++j) cheap[size_t(by_attribution[size_t(j)])] = true;
       comparison_csv += spec.label() + "," + std::to_string(k) + ",\"" + placement_string(beam[0]) + "\"," +
                         fmt("%.6f", score(beam[0]).first) + ",\"" + placement_string(uni) + "\"," +
-                        fmt("%.6f", score(uni).first) + "," + fmt("%.6f", none_score) + "," + fmt("%.6f", teacher_score) + "\n";
+                        fmt("%.6f", score(uni).first) + ",\"" + placement_string(cheap) + "\"," +
+                        fmt("%.6f", score(cheap).first) + "," + fmt("%.6f", none_score) + "," +
+                        fmt("%.6f", teacher_score) + "\n";
       log("postnas search: " + spec.label() + " k=" + std::to_string(k) + ": best {" + placement_string(beam[0]) + "} " +
-          fmt("%.4f", score(beam[0]).first) + ", uniform {" + placement_string(uni) + "} " + fmt("%.4f", score(uni).first));
+          fmt("%.4f", score(beam[0]).first) + ", uniform {" + placement_string(uni) + "} " + fmt("%.4f", score(uni).first) +
+          ", attribution {" + placement_string(cheap) + "} " + fmt("%.4f", score(cheap).first));
+    }
+    if (o.swa_k > 0) {
+      // SWA layers next to this objective's best full-attention placement at max_k.
+      const std::vector<bool> base = beam[0];
+      std::map<std::vector<bool>, std::pair<double, data::TaskMetrics>> swa_cache;
+      auto swa_score = [&](const std::vector<bool>& swa) {
+        auto it = swa_cache.find(swa);
+        if (it != swa_cache.end()) return it->second;
+        const data::Scorer scorer = make_scorer(
+            [&](const torch::Tensor& ids) { return net->forward_hidden(ids, base, nullptr, &swa, o.swa_window); }, device,
+            device.is_cuda());
+        const data::TaskMetrics m = data::evaluate(spec.kind, examples, scorer, o.batch);
+        const double s = spec.kind == data::TaskKind::Cloze ? -m.loss : m.accuracy - 1e-3 * m.loss;
+        return swa_cache[swa] = {s, m};
+      };
+      const std::vector<bool> no_swa(size_t(L), false);
+      {
+        const auto& m = swa_score(no_swa).second;
+        swa_csv += spec.label() + ",\"" + placement_string(base) + "\"," + std::to_string(o.swa_window) + ",0,1,\"-\"," +
+                   fmt("%.6f", swa_score(no_swa).first) + "," + fmt("%.6f", m.accuracy) + "," + fmt("%.6f", m.loss) + "\n";
+      }
+      std::vector<std::vector<bool>> swa_beam = {no_swa};
+      for (int64_t k = 1; k <= o.swa_k; ++k) {
+        std::set<std::vector<bool>> candidates;
+        for (const auto& b : swa_beam)
+          for (int64_t i = 0; i < L; ++i)
+            if (!b[size_t(i)] && !base[size_t(i)]) {
+              auto c = b;
+              c[size_t(i)] = true;
+              candidates.insert(c);
+            }
+        if (candidates.empty()) break;
+        std::vector<std::pair<double, std::vector<bool>>> ranked;
+        for (const auto& c : candidates) ranked.emplace_back(swa_score(c).first, c);
+        std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+        swa_beam.clear();
+        for (int64_t r = 0; r < std::min<int64_t>(o.beam, int64_t(ranked.size())); ++r) {
+          swa_beam.push_back(ranked[size_t(r)].second);
+          const auto& m = swa_score(ranked[size_t(r)].second).second;
+          swa_csv += spec.label() + ",\"" + placement_string(base) + "\"," + std::to_string(o.swa_window) + "," +
+                     std::to_string(k) + "," + std::to_string(r + 1) + ",\"" + placement_string(ranked[size_t(r)].second) +
+                     "\"," + fmt("%.6f", ranked[size_t(r)].first) + "," + fmt("%.6f", m.accuracy) + "," +
+                     fmt("%.6f", m.loss) + "\n";
+        }
+        log("postnas search: " + spec.label() + " full {" + placement_string(base) + "} + SWA k=" + std::to_string(k) +
+            ": best {" + placement_string(swa_beam[0]) + "} " + fmt("%.4f", swa_score(swa_beam[0]).first));
+      }
     }
   }
   write_file_atomic(o.out + "/importance.csv", importance_csv);
+  if (o.swa_k > 0) write_file_atomic(o.out + "/swa.csv", swa_csv);
   write_file_atomic(o.out + "/beam.csv", beam_csv);
   write_file_atomic(o.out + "/comparison.csv", comparison_csv);
   const char* env = std::getenv("JETLM_SOURCE_DIR");
   const fs::path script = fs::path(env && *env ? env : JETLM_POSTNAS_SOURCE_ROOT) / "src/postnas/plot_importance.py";
-  const std::string cmd = "python3 '" + script.string() + "' '" + o.out + "/importance.csv' '" + o.out + "/importance.png' 2>&1";
+  const std::string cmd = "python3 '" + script.string() + "' '" + o.out + "/importance.csv' '" + o.out + "/importance' 2>&1";
   if (!fs::exists(script) || std::system(cmd.c_str()) != 0)
     log("importance heatmap skipped (needs python3 with matplotlib and " + script.string() + ")");
 }

@@ -28,13 +28,21 @@ struct LinearBlockSizes {
   int heads = 0, dk = 0, dv = 0, conv = 4;
 };
 
+// Copies the attention's q/k/v/o projections into a linear mixer where the head size matches: the
+// first heads of q, of k and v with the KV heads repeated over their query groups, and of o's
+// columns; other parameters are left as they are.
+void init_mixer_from_attention(MixerImpl& mixer, AttentionImpl& attn, const ModelConfig& teacher_config);
+
 class SuperNetImpl : public torch::nn::Module {
  public:
   SuperNetImpl(const ModelSpec& teacher, BlockKind linear_kind, LinearBlockSizes sizes = {});
   // ids [B, T] -> logits [B, T, V] (float32) of the sub-network: full[i] = layer i keeps attention.
   torch::Tensor forward(const torch::Tensor& ids, const std::vector<bool>& full);
-  // The same, returning the final-normed hidden states [B, T, D] too.
-  torch::Tensor forward_hidden(const torch::Tensor& ids, const std::vector<bool>& full, torch::Tensor* hidden);
+  // The same, returning the final-normed hidden states [B, T, D] too (when hidden is not null).
+  // swa (optional, one entry per layer): these layers run the teacher's attention restricted to a
+  // sliding window of swa_window tokens (SWA) instead of the linear path.
+  torch::Tensor forward_hidden(const torch::Tensor& ids, const std::vector<bool>& full, torch::Tensor* hidden,
+                               const std::vector<bool>* swa = nullptr, int64_t swa_window = 0);
   // Copies the attention's q/k/v/o projections (KV heads repeated over their query groups) into the
   // linear mixers where the shapes allow (GLA, GDN and JetBlock q/k/v/o_proj), so training starts
   // from "attention without softmax" rather than from noise.
@@ -96,13 +104,19 @@ struct SearchOptions {
   std::string supernet, data, out, device = "cpu";
   std::string objectives = "kv-retrieval@256,cloze@256,arithmetic";
   int64_t examples = 64, beam = 2, max_k = 3, batch = 16;
+  // Then, per objective, a beam search for up to swa_k SWA layers (the teacher's attention with a
+  // window of swa_window tokens) next to that objective's best max_k full layers; 0 = none.
+  int64_t swa_k = 0, swa_window = 64;
   uint64_t seed = 11;
   std::function<void(const std::string&)> log;
 };
 
-// Per objective: the importance map (each layer alone kept full), a beam search for the best k
-// full-attention layers (k = 1..max_k), and the uniform placement and the teacher for comparison.
-// Writes OUT/importance.csv, OUT/beam.csv, OUT/comparison.csv and OUT/importance.png.
+// Per objective: the importance map (each layer alone kept full) next to the teacher's cheap
+// attention-attribution score (attention_attribution_importance), a beam search for the best k
+// full-attention layers (k = 1..max_k), and for comparison the uniform placement, the top-k layers
+// by attribution, no full layer and the teacher. Writes OUT/importance.csv, OUT/beam.csv,
+// OUT/comparison.csv and the heatmaps OUT/importance.png (all tasks) and OUT/importance_<task>.png;
+// with swa_k > 0 also OUT/swa.csv.
 void search_placements(const SearchOptions& options);
 
 }  // namespace jetlm::postnas
