@@ -24,7 +24,7 @@ def normalise(vals):
 def heatmap(rows, labels, layers, dst, title=None):
     """rows: list of per-layer value lists; one heatmap row each, normalised per row."""
     grid = [normalise(r) for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.55 * len(layers), 1.3 + 0.6 * len(rows)))
+    fig, ax = plt.subplots(figsize=(2.0 + 0.8 * len(layers), 1.3 + 0.6 * len(rows)))
     im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ax.set_xticks(range(len(layers)), [str(layer) for layer in layers])
     ax.set_yticks(range(len(labels)), labels)
@@ -33,8 +33,8 @@ def heatmap(rows, labels, layers, dst, title=None):
         ax.set_title(title, fontsize=9)
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
-            text = f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.1e}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+            text = f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
                     color="white" if grid[i][j] < 0.6 else "black")
     fig.colorbar(im, ax=ax, label="normalised per row")
     fig.tight_layout()

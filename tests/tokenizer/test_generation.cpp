@@ -4,6 +4,8 @@
 // Jet-Nemotron vocabulary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -257,6 +259,35 @@ TEST_F(TextModel, ChatReusesTheCacheAcrossTurns) {
   EXPECT_NE(stats.find("full re-prefills 0"), std::string::npos) << stats;
   EXPECT_EQ(stats.find("tokens reused from the cache 0,"), std::string::npos) << stats;
   EXPECT_NE(r.err.find("conversation reset"), std::string::npos) << r.err;
+}
+
+// Without --model, generate and chat run the embedded default model (models/jet-postnas-tiny, the
+// PostNAS export committed with jetlm); $JETLM_MODEL overrides it and a wrong one is named.
+TEST(GenerateCli, DefaultModelIsTheEmbeddedHybrid) {
+  const std::string dir = test::source_dir() + "/models/jet-postnas-tiny";
+  ASSERT_TRUE(fs::exists(dir + "/config.json")) << dir;
+  uint64_t bytes = 0;
+  for (const auto& e : fs::directory_iterator(dir)) bytes += fs::file_size(e.path());
+  EXPECT_LE(bytes, 25'000'000u) << "the embedded model must stay <= 25 MB";
+  EXPECT_NE(test::slurp(dir + "/config.json").find("\"jet_nemotron\""), std::string::npos);
+
+  ::unsetenv("JETLM_MODEL");
+  const std::string args = " --prompt 'The kernel module' -n 8 --temp 0 --output-ids --threads 1";
+  const test::CliResult implicit = test::run_cli("generate" + args);
+  ASSERT_EQ(implicit.exit_code, 0) << implicit.err;
+  const test::CliResult explicit_dir = test::run_cli("generate --model " + dir + args);
+  ASSERT_EQ(explicit_dir.exit_code, 0) << explicit_dir.err;
+  EXPECT_EQ(implicit.out, explicit_dir.out);
+  EXPECT_EQ(std::count(implicit.out.begin(), implicit.out.end(), ','), 7) << implicit.out;
+
+  const test::CliResult chat = test::run_cli("chat -n 4 --temp 0 --threads 1", "hello\n");
+  EXPECT_EQ(chat.exit_code, 0) << chat.err;
+
+  ::setenv("JETLM_MODEL", "/nonexistent/jetlm-model", 1);
+  const test::CliResult bad = test::run_cli("generate" + args);
+  ::unsetenv("JETLM_MODEL");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("/nonexistent/jetlm-model"), std::string::npos) << bad.err;
 }
 
 }  // namespace
