@@ -10,6 +10,7 @@ std::vector<RegisterFn>& registered_commands() {
   return commands;
 }
 }  // namespace jetlm::cli
+#include "backend/ops.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,8 @@ int main(int argc, char** argv) {
   jetlm::cli::register_quantize(app);
   for (jetlm::cli::RegisterFn register_command : jetlm::cli::registered_commands()) register_command(app);
   try {
+    // A bad $JETLM_CPU_ISA is reported here, before any kernel runs inside a thread pool.
+    jetlm::cpu::active_isa();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

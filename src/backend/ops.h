@@ -71,9 +71,27 @@ int num_threads();
 // Sums n floats with all threads at full memory speed: the probe of `jetlm bench`'s read
 // bandwidth measurement.
 double read_all(const float* x, int64_t n);
-// The machine's float32 FMA peak over all threads (GFLOP/s), from a loop of register FMAs
-// (0 when the CPU has no AVX2+FMA path): the denominator of prefill roofline fractions.
+// The machine's float32 FMA peak over all threads (GFLOP/s), from a loop of register FMAs at the
+// widest active ISA (0 when the CPU has no AVX2+FMA path): the denominator of prefill roofline
+// fractions for float32 arithmetic.
 double fma_peak_gflops();
+// The bf16 dot-product peak over all threads (vdpbf16ps; 0 without AVX512_BF16 active).
+double bf16_dot_peak_gflops();
+
+// The instruction sets the kernels dispatch on at run time, lowest first. Avx512 = AVX-512F;
+// Avx512Bf16 adds AVX512_BF16, with which bf16-weight prefill GEMMs round the activations to bf16
+// (vdpbf16ps, float32 accumulation), as bf16 inference in PyTorch does.
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+const char* isa_name(Isa isa);  // "portable", "avx2", "avx512", "avx512bf16"
+// What the CPU supports.
+Isa detected_isa();
+// What the kernels use: the detected ISA up to Avx512 by default (Avx512Bf16 changes the numerics,
+// so only $JETLM_CPU_ISA=avx512bf16 or set_max_isa(Isa::Avx512Bf16) turn it on), capped by
+// set_max_isa() or, before any call of it, by $JETLM_CPU_ISA (one of the names above; anything
+// else is an error naming the variable). The compiler-dispatched generic loops (target_clones)
+// follow the CPU, not this limit.
+Isa active_isa();
+void set_max_isa(Isa limit);
 }  // namespace cpu
 
 }  // namespace jetlm

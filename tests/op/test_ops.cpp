@@ -2,6 +2,7 @@
 // (odd sizes, non-multiples of the vector width, GQA ratios, windows, chunk boundaries).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -38,20 +39,62 @@ StoredMatrix make_matrix(std::mt19937& rng, int64_t rows, int64_t cols, DType dt
   return m;
 }
 
+// Runs `body` once per instruction-set level this CPU has (portable, AVX2, AVX-512, AVX512-BF16),
+// with the kernels limited to it, and restores the full level after.
+template <class Body>
+void for_each_isa(Body body) {
+  const cpu::Isa top = cpu::detected_isa();
+  for (int level = 0; level <= int(top); ++level) {
+    cpu::set_max_isa(cpu::Isa(level));
+    ASSERT_EQ(cpu::active_isa(), cpu::Isa(level));
+    SCOPED_TRACE(cpu::isa_name(cpu::Isa(level)));
+    body(cpu::Isa(level));
+  }
+  cpu::set_max_isa(std::min(top, cpu::Isa::Avx512));  // the default: bf16 activations only when asked
+}
+
 TEST(Ops, Matmul) {
-  std::mt19937 rng(1);
-  for (DType dtype : {DType::F32, DType::BF16, DType::F16})
-    for (int64_t T : {1, 3, 17, 64})
-      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}}) {
-        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
-        std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
-        std::vector<float> a(size_t(T * rows)), b(size_t(T * rows));
-        for (const float* bias_ptr : {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
-          cpu::matmul(x.data(), T, W.view, bias_ptr, a.data());
-          ref::matmul(x.data(), T, W.view, bias_ptr, b.data());
-          EXPECT_LT(normalized_error(a, b), kTol) << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
+  std::printf("  CPU instruction sets: detected %s\n", cpu::isa_name(cpu::detected_isa()));
+  EXPECT_LE(cpu::active_isa(), cpu::Isa::Avx512);  // AVX512-BF16 is opt-in
+  for_each_isa([](cpu::Isa isa) {
+    std::mt19937 rng(1);
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16})
+      for (int64_t T : {1, 3, 13, 17, 30, 64})
+        for (auto [rows, cols] :
+             {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {70, 301}, {48, 600}}) {
+          StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+          std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+          // With AVX512-BF16, bf16-weight prefill rounds the activations to bf16 (vdpbf16ps): it must
+          // equal the exact product of the rounded activations, and stay near the unrounded one.
+          const bool bf16_activations = isa == cpu::Isa::Avx512Bf16 && dtype == DType::BF16 && T > 1;
+          std::vector<float> x_used = x;
+          if (bf16_activations)
+            for (float& v : x_used) v = bf16_to_f32(f32_to_bf16(v));
+          std::vector<float> a(size_t(T * rows)), b(size_t(T * rows));
+          for (const float* bias_ptr : {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
+            cpu::matmul(x.data(), T, W.view, bias_ptr, a.data());
+            ref::matmul(x_used.data(), T, W.view, bias_ptr, b.data());
+            EXPECT_LT(normalized_error(a, b), kTol) << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
+            if (bf16_activations) {
+              ref::matmul(x.data(), T, W.view, bias_ptr, b.data());
+              EXPECT_LT(normalized_error(a, b), 1e-2) << "vs f32 activations, T=" << T << " " << rows << "x" << cols;
+            }
+          }
         }
-      }
+  });
+}
+
+// The FMA peak probe runs at the widest active ISA; the bf16 peak only with AVX512-BF16.
+TEST(Ops, PeakProbes) {
+  for_each_isa([](cpu::Isa isa) {
+    const double fma = cpu::fma_peak_gflops(), bf16 = cpu::bf16_dot_peak_gflops();
+    std::printf("  %s: fp32 FMA peak %.1f GFLOP/s, bf16 dot peak %.1f GFLOP/s (%d threads)\n", cpu::isa_name(isa), fma,
+                bf16, cpu::num_threads());
+    if (isa == cpu::Isa::Portable) EXPECT_EQ(fma, 0.0);
+    else EXPECT_GT(fma, 0.0);
+    if (isa == cpu::Isa::Avx512Bf16) EXPECT_GT(bf16, 0.0);
+    else EXPECT_EQ(bf16, 0.0);
+  });
 }
 
 // q8: each weight's rounding error is at most half its block's scale, and the round trip keeps
@@ -83,6 +126,7 @@ TEST(Quantize, RoundTripErrorIsBoundedByHalfAStep) {
 // the exact dequantized weights; decode (T = 1) also quantizes the activation to int8 per block,
 // which adds at most ~1/254 relative error per block.
 TEST(Ops, MatmulQ8) {
+ for_each_isa([](cpu::Isa) {
   std::mt19937 rng(8);
   std::vector<std::unique_ptr<uint8_t[]>> storage;
   for (int64_t T : {1, 2, 5, 64})
@@ -98,6 +142,7 @@ TEST(Ops, MatmulQ8) {
       ref::matmul(x.data(), T, W.view, bias.data(), b.data());
       EXPECT_LT(normalized_error(a, b), 3e-2) << "vs bf16, T=" << T << " " << rows << "x" << cols;
     }
+ });
 }
 
 TEST(Ops, EmbeddingNormsAndElementwise) {
@@ -160,6 +205,7 @@ TEST(Ops, Attention) {
       {1, 1000, 12, 2, 128, 999, 0, 0}, {2, 700, 6, 1, 20, 698, 0, 300}, {4, 600, 8, 2, 24, 596, 0, 0},
       {3, 513, 4, 4, 36, 1000, 490, 0},
   };
+  for_each_isa([&](cpu::Isa) {
   for (const Case& c : cases) {
     std::vector<float> q = random_vector(rng, size_t(c.T * c.Hq * c.hd), -2, 2);
     std::vector<float> k = random_vector(rng, size_t(c.S * c.Hkv * c.hd), -2, 2);
@@ -169,6 +215,19 @@ TEST(Ops, Attention) {
     ref::attention(q.data(), k.data(), v.data(), c.T, c.S, c.Hq, c.Hkv, c.hd, c.qpos0, c.kpos0, c.window, b.data());
     EXPECT_LT(normalized_error(a, b), kTol) << "T=" << c.T << " S=" << c.S << " window=" << c.window;
   }
+  });
+}
+
+TEST(Ops, BadIsaVariableIsNamed) {
+  ::setenv("JETLM_CPU_ISA", "avx9000", 1);
+  const test::CliResult r = test::run_cli("info jet-nemotron-2b");
+  ::unsetenv("JETLM_CPU_ISA");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("JETLM_CPU_ISA"), std::string::npos) << r.err;
+  ::setenv("JETLM_CPU_ISA", "portable", 1);
+  const test::CliResult ok = test::run_cli("info jet-nemotron-2b");
+  ::unsetenv("JETLM_CPU_ISA");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
 TEST(Ops, DynamicConv) {

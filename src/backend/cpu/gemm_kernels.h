@@ -30,4 +30,20 @@ void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, 
 // Quantizes x[K] for gemv_q8_avx2: xq[K] and float scales[q8_blocks(K)].
 void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* scales);
 
+// AVX-512F versions of the same contracts (gemm_avx512.cpp): the same panels, two at a time.
+void gemm_packed_avx512(const float* X, int64_t T, int64_t K, const float* P, int64_t N, float* Y, int64_t ldy,
+                        const float* bias);
+double fma_peak_gflops_avx512();
+void qk_scores_avx512(const float* q, const float* k0, int64_t stride, int64_t n, int64_t hd, float scale, float* out);
+void pv_accumulate_avx512(const float* p, const float* v0, int64_t stride, int64_t n, int64_t hd, float* out);
+
+// AVX512-BF16 GEMM of bf16 weights (gemm_avx512bf16.cpp): Y[t, n] = sum_k x[t, k] w[n, k] with both
+// operands bf16 and float32 accumulation. K2 = ceil(K / 2) pairs; X2[t][q] = bf16 pair
+// (x[t, 2q], x[t, 2q+1]) in one 32-bit word (low half first; a missing odd element is 0);
+// P[p][q][c] = pair (w[16p + c, 2q], w[16p + c, 2q + 1]) (rows past N and the odd pad are 0).
+void gemm_bf16_pairs_avx512(const uint32_t* X2, int64_t T, int64_t K2, const uint32_t* P, int64_t N, float* Y,
+                            int64_t ldy, const float* bias);
+// Peak of vdpbf16ps on one thread, GFLOP/s (a multiply-add counts 2).
+double bf16_dot_peak_gflops_avx512();
+
 }  // namespace jetlm::cpu::kernels
