@@ -127,8 +127,6 @@ void run_bench(const BenchArgs& args) {
     throw_error("--device", "'" + args.device + "' is not one of cpu, cuda");
   if (args.device == "cuda" && !cuda_bench_available())
     throw_error("--device cuda", "this jetlm was built without the CUDA backend (configure with -DJETLM_CUDA=ON)");
-  if (args.device == "cpu" && args.batch != 1)
-    throw_error("--batch", "batched decode is not implemented on the CPU backend yet; use --batch 1");
   if (args.model_dir.empty() == args.config.empty())
     throw_error("jetlm bench", "give exactly one of --model DIR or --config (path or preset) --random-weights");
   if (!args.config.empty() && !args.random_weights)
@@ -169,36 +167,59 @@ void run_bench(const BenchArgs& args) {
   if (!args.json) {
     std::printf("machine: %d threads, read bandwidth %.1f GB/s, bf16 GEMM (2048^2 x 256) %.1f GFLOP/s, "
                 "fp32 FMA peak %.1f GFLOP/s\n", cpu::num_threads(), bandwidth, gemm_peak, fma_peak);
-    std::printf("%-18s %8s %6s %12s %12s %10s %10s %8s %8s %8s\n", "model", "prompt", "gen", "prefill t/s",
-                "decode t/s", "cache MB", "weights GB", "dec roof", "pre/gemm", "pre/fma");
+    std::printf("%-18s %8s %6s %6s %12s %12s %10s %10s %8s %8s %8s\n", "model", "prompt", "gen", "batch",
+                "prefill t/s", "decode t/s", "cache MB", "weights GB", "dec roof", "pre/gemm", "pre/fma");
   }
   std::mt19937 rng(42);
+  const int64_t B = args.batch;
   for (int64_t prompt_len : prompt_lens) {
-    std::vector<int32_t> ids(size_t(prompt_len + args.gen));
-    for (int32_t& id : ids) id = int32_t(rng() % uint32_t(c.vocab));
-    HybridCache cache = model->new_cache();
-    std::vector<float> logits(size_t(c.vocab));
+    if (prompt_len + args.gen > c.max_position)
+      throw_error("--prompt-len", std::to_string(prompt_len) + " + " + std::to_string(args.gen) +
+                                      " generated tokens exceed the context of " + std::to_string(c.max_position));
+    // B sequences of random ids, each prefilled into its own cache, then decoded together: one
+    // decode step reads every weight once for the whole batch (Model::decode_batch).
+    std::vector<std::vector<int32_t>> ids(static_cast<size_t>(B));
+    for (auto& seq : ids) {
+      seq.resize(size_t(prompt_len + args.gen));
+      for (int32_t& id : seq) id = int32_t(rng() % uint32_t(c.vocab));
+    }
+    std::vector<HybridCache> caches;
+    for (int64_t b = 0; b < B; ++b) caches.push_back(model->new_cache());
+    std::vector<float> logits(size_t(B * c.vocab));
     ForwardOptions last_only;
     last_only.all_logits = false;
     auto t0 = Clock::now();
     constexpr int64_t kChunk = 512;
-    for (int64_t p = 0; p < prompt_len; p += kChunk)
-      model->forward(ids.data() + p, std::min(kChunk, prompt_len - p), cache, logits.data(), last_only);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t p = 0; p < prompt_len; p += kChunk)
+        model->forward(ids[size_t(b)].data() + p, std::min(kChunk, prompt_len - p), caches[size_t(b)], logits.data(),
+                       last_only);
     const double prefill_s = seconds_since(t0);
+    std::vector<HybridCache*> cache_ptrs;
+    for (auto& cache : caches) cache_ptrs.push_back(&cache);
+    std::vector<int32_t> step_ids(static_cast<size_t>(B));
     t0 = Clock::now();
-    for (int64_t i = 0; i < args.gen; ++i)
-      model->forward(ids.data() + prompt_len + i, 1, cache, logits.data(), last_only);
+    for (int64_t i = 0; i < args.gen; ++i) {
+      if (B == 1) {
+        model->forward(ids[0].data() + prompt_len + i, 1, caches[0], logits.data(), last_only);
+        continue;
+      }
+      for (int64_t b = 0; b < B; ++b) step_ids[size_t(b)] = ids[size_t(b)][size_t(prompt_len + i)];
+      model->decode_batch(step_ids.data(), B, cache_ptrs.data(), logits.data());
+    }
     const double decode_s = seconds_since(t0);
-    const double prefill_tps = double(prompt_len) / prefill_s;
-    const double decode_tps = double(args.gen) / decode_s;
-    // Decode reads every weight and the whole cache once per step (cache at mid-generation).
+    const double prefill_tps = double(B * prompt_len) / prefill_s;
+    const double decode_tps = double(B * args.gen) / decode_s;
+    // Decode reads every weight once and each sequence's whole cache once per step (the cache at
+    // mid-generation).
     const int64_t mid = prompt_len + args.gen / 2;
     const int64_t cache_bytes = HybridCache::bytes_for(c, mid, 4);
-    const double step_bytes = double(model->weight_bytes() + cache_bytes);
-    const double decode_roofline = decode_tps * step_bytes / (bandwidth * 1e9);
+    const double step_bytes = double(model->weight_bytes() + B * cache_bytes);
+    const double decode_roofline = double(args.gen) / decode_s * step_bytes / (bandwidth * 1e9);
     // The LM head runs once per prefill chunk (last position only).
     double prefill_flops = 2.0 * double(c.vocab) * c.hidden * double((prompt_len + kChunk - 1) / kChunk);
     for (int64_t p = 0; p < prompt_len; ++p) prefill_flops += layer_flops_per_token(c, p);
+    prefill_flops *= double(B);
     const double prefill_roofline = prefill_flops / prefill_s / (gemm_peak * 1e9);
     const double prefill_fma_frac = fma_peak > 0 ? prefill_flops / prefill_s / (fma_peak * 1e9) : 0.0;
     const int64_t cache_per_seq = HybridCache::bytes_for(c, prompt_len + args.gen, 4);
@@ -214,8 +235,8 @@ void run_bench(const BenchArgs& args) {
           (long long)model->weight_bytes(), bandwidth, gemm_peak, fma_peak, decode_roofline, prefill_roofline,
           prefill_fma_frac);
     } else {
-      std::printf("%-18s %8lld %6lld %12.1f %12.2f %10.1f %10.2f %7.0f%% %7.0f%% %7.0f%%\n", name.c_str(),
-                  (long long)prompt_len, (long long)args.gen, prefill_tps, decode_tps,
+      std::printf("%-18s %8lld %6lld %6lld %12.1f %12.2f %10.1f %10.2f %7.0f%% %7.0f%% %7.0f%%\n", name.c_str(),
+                  (long long)prompt_len, (long long)args.gen, (long long)B, prefill_tps, decode_tps,
                   double(cache_per_seq) / 1e6, double(model->weight_bytes()) / 1e9,
                   100 * decode_roofline, 100 * prefill_roofline, 100 * prefill_fma_frac);
     }
@@ -273,7 +294,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32; --paper: 128)")
       ->check(CLI::PositiveNumber)
       ->each([args](const std::string&) { args->gen_given = true; });
-  cmd->add_option("--batch", args->batch, "sequences decoded together (cuda; the CPU backend runs 1)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", args->batch, "sequences decoded together (default 1; each prefilled on its own, then "
+                  "one decode step for all)")->check(CLI::Range(1, 4096));
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", args->json, "one JSON object per configuration");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (needs a build with JETLM_CUDA=ON)");

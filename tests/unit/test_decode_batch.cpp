@@ -98,5 +98,28 @@ std::string case_name(const ::testing::TestParamInfo<std::string>& info) { retur
 INSTANTIATE_TEST_SUITE_P(Golden, DecodeBatch, ::testing::ValuesIn(case_names()), case_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(DecodeBatch);
 
+// `jetlm bench --batch B` on the CPU: B prompts prefilled, then decode_batch steps; tok/s count
+// every sequence's tokens and the roofline adds each sequence's cache to the weights.
+TEST(BenchCli, BatchedDecodeOnTheCpu) {
+  const std::string dir = golden_root() + "/jet_mix_f32";
+  const test::CliResult one = test::run_cli("bench --model " + dir + " -p 8 -n 3 --json --threads 1");
+  const test::CliResult three = test::run_cli("bench --model " + dir + " -p 8 -n 3 --batch 3 --json --threads 1");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(three.exit_code, 0) << three.err;
+  auto field = [](const std::string& json, const std::string& key) {
+    const size_t at = json.find("\"" + key + "\": ");
+    EXPECT_NE(at, std::string::npos) << key << " in " << json;
+    return at == std::string::npos ? -1.0 : std::stod(json.substr(at + key.size() + 4));
+  };
+  EXPECT_EQ(field(one.out, "batch"), 1.0);
+  EXPECT_EQ(field(three.out, "batch"), 3.0);
+  EXPECT_GT(field(three.out, "decode_tok_s"), 0.0);
+  EXPECT_GT(field(three.out, "prefill_tok_s"), 0.0);
+  EXPECT_EQ(field(three.out, "cache_bytes_per_seq"), field(one.out, "cache_bytes_per_seq"));
+  const test::CliResult too_long = test::run_cli("bench --model " + dir + " -p 100000 -n 3 --batch 2 --threads 1");
+  EXPECT_NE(too_long.exit_code, 0);
+  EXPECT_NE(too_long.err.find("--prompt-len"), std::string::npos) << too_long.err;
+}
+
 }  // namespace
 }  // namespace jetlm
