@@ -201,21 +201,31 @@ double bf16_dot_peak_gflops() {
   return total;
 }
 
+// Up to this many activation rows, q8 weights take the integer GEMV (activations quantized to 8
+// bits per block, as in decode); more rows dequantize weight tiles into the float32 GEMM.
+constexpr int64_t kQ8GemvMaxRows = 8;
+
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
                (W.dtype == DType::I8 && W.scales != nullptr));
   const int64_t N = W.rows, Kdim = W.cols;
-  if (T == 1 && W.dtype == DType::I8 && has_avx2_fma()) {
-    // q8 decode: the activation is quantized once, then integer dot products per block.
-    std::vector<int8_t> xq(static_cast<size_t>(Kdim));
-    std::vector<float> x_scales(static_cast<size_t>(q8_blocks(Kdim)));
-    kernels::quantize_activation_q8_avx2(x, Kdim, xq.data(), x_scales.data());
+  if (T <= kQ8GemvMaxRows && W.dtype == DType::I8 && has_avx2_fma()) {
+    // q8 decode (one token, or a decode batch of up to 8): each activation row is quantized once,
+    // then integer dot products per block; a task's 16 weight rows stay in cache while every
+    // activation row passes over them, so the weights are read from memory once per step.
+    const int64_t blocks = q8_blocks(Kdim);
+    std::vector<int8_t> xq(static_cast<size_t>(T * Kdim));
+    std::vector<float> x_scales(static_cast<size_t>(T * blocks));
+    for (int64_t t = 0; t < T; ++t)
+      kernels::quantize_activation_q8_avx2(x + t * Kdim, Kdim, xq.data() + t * Kdim, x_scales.data() + t * blocks);
     const int64_t rows_per_task = 16;
 #pragma omp parallel for num_threads(threads()) schedule(static)
     for (int64_t r0 = 0; r0 < N; r0 += rows_per_task) {
       const int64_t rows = std::min(rows_per_task, N - r0);
-      kernels::gemv_q8_avx2(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * q8_blocks(Kdim), rows,
-                            Kdim, xq.data(), x_scales.data(), bias ? bias + r0 : nullptr, y + r0);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::gemv_q8_avx2(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * blocks, rows, Kdim,
+                              xq.data() + t * Kdim, x_scales.data() + t * blocks, bias ? bias + r0 : nullptr,
+                              y + t * N + r0);
     }
     return;
   }
