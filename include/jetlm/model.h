@@ -67,11 +67,10 @@ class Model {
   // advanced by one token). Weight matmuls run on the B rows together (weights read once per step);
   // rope positions, attention over each sequence's own KV cache / SWA ring and the JetBlock conv
   // and recurrent states are per sequence. logits: [B, vocab] (may be null). Row b equals
-  // forward(&ids[b], 1, *caches[b], ...) to float32 rounding (cpu::matmul with B > 1 takes the GEMM
-  // path, with T == 1 the GEMV path; q8 weights take the integer GEMV, activations rounded to 8
-  // bits, for up to 8 rows, so q8 rows of batches up to 8 equal the one-token forward, and larger
-  // q8 batches differ by that quantization). Ids outside [0, vocab) throw jetlm::Error before
-  // anything changes.
+  // forward(&ids[b], 1, *caches[b], ...) to float32 rounding (cpu::matmul with B > 1 sums in another
+  // order; q8 weights take the integer GEMV, activations rounded to 8 bits, for up to 8 rows, so q8
+  // rows of batches up to 8 equal the one-token forward exactly and larger q8 batches differ by
+  // that quantization). Ids outside [0, vocab) throw jetlm::Error before anything changes.
   void decode_batch(const int32_t* ids, int64_t B, HybridCache* const* caches, float* logits) const;
 
  private:

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/cpu/gemm_kernels.h"
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace jetlm::cpu::kernels {
@@ -250,6 +251,75 @@ void gemv_q8_avx2(const int8_t* Wq, const uint16_t* w_scales, int64_t N, int64_t
     }
     y[r] = sum + (bias ? bias[r] : 0.0f);
   }
+}
+
+namespace {
+
+// 8 weights of row w from element k as float32 (bf16: the 16 bits are the high half of a float).
+inline __m256 load_weights8(const uint16_t* w, int64_t k) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+inline __m256 load_weights8(const float* w, int64_t k) { return _mm256_loadu_ps(w + k); }
+inline float weight_at(const uint16_t* w, int64_t k) { return bf16_to_f32(w[k]); }
+inline float weight_at(const float* w, int64_t k) { return w[k]; }
+
+// One weight row against TT activation rows: the row is loaded (and converted) once per 8
+// elements and used by TT FMA chains; S k-streams keep enough chains in flight when TT is small.
+template <int TT, class Weight>
+inline void row_dots(const Weight* w, int64_t K, const float* X, float* out) {
+  constexpr int S = TT <= 4 ? 2 : 1;
+  __m256 acc[TT][S];
+  for (int t = 0; t < TT; ++t)
+    for (int s = 0; s < S; ++s) acc[t][s] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 * S <= K; k += 8 * S) {
+#pragma GCC unroll 2
+    for (int s = 0; s < S; ++s) {
+      const __m256 wv = load_weights8(w, k + 8 * s);
+#pragma GCC unroll 8
+      for (int t = 0; t < TT; ++t) acc[t][s] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(X + t * K + k + 8 * s), acc[t][s]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    __m256 sum = acc[t][0];
+    for (int s = 1; s < S; ++s) sum = _mm256_add_ps(sum, acc[t][s]);
+    float total = horizontal_sum(sum);
+    for (int64_t i = k; i < K; ++i) total += weight_at(w, i) * X[t * K + i];
+    out[t] = total;
+  }
+}
+
+template <class Weight>
+void rows_gemv(const Weight* W, int64_t N, int64_t K, const float* X, int64_t T, const float* bias, float* y,
+               int64_t ldy) {
+  float out[8];
+  for (int64_t r = 0; r < N; ++r) {
+    const Weight* w = W + r * K;
+    switch (T) {
+      case 2: row_dots<2>(w, K, X, out); break;
+      case 3: row_dots<3>(w, K, X, out); break;
+      case 4: row_dots<4>(w, K, X, out); break;
+      case 5: row_dots<5>(w, K, X, out); break;
+      case 6: row_dots<6>(w, K, X, out); break;
+      case 7: row_dots<7>(w, K, X, out); break;
+      case 8: row_dots<8>(w, K, X, out); break;
+      default: row_dots<1>(w, K, X, out); break;
+    }
+    for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = out[t] + (bias ? bias[r] : 0.0f);
+  }
+}
+
+}  // namespace
+
+void gemv_rows_bf16_avx2(const uint16_t* W, int64_t N, int64_t K, const float* X, int64_t T, const float* bias,
+                         float* y, int64_t ldy) {
+  rows_gemv(W, N, K, X, T, bias, y, ldy);
+}
+
+void gemv_rows_f32_avx2(const float* W, int64_t N, int64_t K, const float* X, int64_t T, const float* bias, float* y,
+                        int64_t ldy) {
+  rows_gemv(W, N, K, X, T, bias, y, ldy);
 }
 
 }  // namespace jetlm::cpu::kernels

@@ -204,6 +204,9 @@ double bf16_dot_peak_gflops() {
 // Up to this many activation rows, q8 weights take the integer GEMV (activations quantized to 8
 // bits per block, as in decode); more rows dequantize weight tiles into the float32 GEMM.
 constexpr int64_t kQ8GemvMaxRows = 8;
+// The same for bf16/f32 weights: up to this many rows, reading each weight row once for all of
+// them beats converting and packing every weight tile for the GEMM.
+constexpr int64_t kGemvMaxRows = 8;
 
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
@@ -237,6 +240,22 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
                             ? dot_bf16(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
                             : dot_f32(static_cast<const float*>(W.data) + r * Kdim, x, Kdim);
       y[r] = acc + (bias ? bias[r] : 0.0f);
+    }
+    return;
+  }
+  if (T <= kGemvMaxRows && (W.dtype == DType::BF16 || W.dtype == DType::F32) && has_avx2_fma()) {
+    // A decode batch of a few sequences: each weight row is read once for all T rows (converting
+    // and packing every tile for the GEMM would cost more than the arithmetic it saves).
+    const int64_t rows_per_task = 16;
+#pragma omp parallel for num_threads(threads()) schedule(static)
+    for (int64_t r0 = 0; r0 < N; r0 += rows_per_task) {
+      const int64_t rows = std::min(rows_per_task, N - r0);
+      if (W.dtype == DType::BF16)
+        kernels::gemv_rows_bf16_avx2(static_cast<const uint16_t*>(W.data) + r0 * Kdim, rows, Kdim, x, T,
+                                     bias ? bias + r0 : nullptr, y + r0, N);
+      else
+        kernels::gemv_rows_f32_avx2(static_cast<const float*>(W.data) + r0 * Kdim, rows, Kdim, x, T,
+                                    bias ? bias + r0 : nullptr, y + r0, N);
     }
     return;
   }
