@@ -89,12 +89,6 @@ torch::Tensor next_token_loss(HybridModelImpl& model, const torch::Tensor& token
                                              tokens.narrow(1, 1, T).reshape(-1));
 }
 
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 // The CSV rows up to `step` of an earlier run (a resumed run rewrites what came after).
 std::string csv_rows_up_to(const std::string& path, int64_t step) {
   std::ifstream in(path);
@@ -454,5 +448,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
 
 
 #endif  // JETLM_HAVE_DATA
+
+std::string fmt(const char* format, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, x);
+  return buf;
+}
 
 }  // namespace jetlm::postnas

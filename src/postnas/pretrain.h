@@ -112,4 +112,7 @@ class TrainBatches {
 // cosine from lr to min_lr at the last step.
 double lr_at(int64_t step, int64_t steps, double lr, double min_lr, double warmup);
 
+// One number printed with a printf format ("%.4f"), for the trainers' log lines and CSV rows.
+std::string fmt(const char* format, double x);
+
 }  // namespace jetlm::postnas

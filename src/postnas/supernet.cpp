@@ -26,12 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 ModelConfig linear_config_for(const ModelConfig& teacher, const LinearBlockSizes& s) {
   ModelConfig c = teacher;
   c.jet.num_heads = s.heads > 0 ? s.heads : teacher.n_heads;

@@ -12,33 +12,15 @@
 #include "postnas/checkpoint.h"
 #include "postnas/export.h"
 #include "test_util.h"
+#include "tiny_teacher.h"
 
 namespace jetlm::postnas {
 namespace {
 
 namespace fs = std::filesystem;
 
-const char* kTeacher = R"({"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64,
-  "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 420,
-  "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true})";
-
-struct Fixture {
-  test::TempDir dir{"postnas_export"};
-  std::string teacher = dir.path + "/teacher", data = dir.path + "/tokens";
-  Fixture() {
-    torch::manual_seed(9);
-    const ModelSpec spec = parse_model_spec(nlohmann::ordered_json::parse(kTeacher), {}, "test");
-    HybridModel model(spec.config, spec.blocks);
-    save_model(*model, spec, teacher, DType::F32);
-    fs::copy_file(test::small_tokenizer_dir() + "/tokenizer.json", teacher + "/tokenizer.json");
-    std::vector<std::string> docs;
-    for (int r = 0; r < 8; ++r)
-      for (const std::string& d : test::corpus_documents()) docs.push_back(d + " " + std::to_string(r));
-    test::write_text(dir.path + "/corpus.txt", test::join_documents(docs));
-    const auto r = test::run_cli("data build --tokenizer " + test::small_tokenizer_dir() + " --input " + dir.path +
-                                 "/corpus.txt --out " + data + " --heldout-fraction 0.2 --threads 1");
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-  }
+struct Fixture : test_support::TinyTeacher {
+  Fixture() : TinyTeacher("postnas_export", 9) {}
   ExportOptions options(const std::string& out) const {
     ExportOptions o;
     o.teacher = teacher;
