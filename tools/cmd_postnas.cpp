@@ -198,8 +198,7 @@ void register_eval(CLI::App& postnas) {
   cmd->add_option("--csv", a->csv, "also write the table as CSV here");
   cmd->add_option("--threads", a->threads, "CPU threads for torch (0 = its default)");
   cmd->callback([a] {
-    if (a->device != "cpu" && a->device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + a->device + "'");
-    if (a->device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
+    postnas::check_device(a->device);
     if (a->threads > 0) torch::set_num_threads(a->threads);
     const auto specs = postnas::parse_task_specs(a->tasks, 256, "--tasks");
     std::unique_ptr<data::TokenDataset> heldout;

@@ -28,8 +28,7 @@ ExportResult export_hybrid(const ExportOptions& o) {
   if (o.teacher.empty() || o.out.empty() || o.data.empty()) throw_error(where, "--teacher, --data and --out are required");
   if (o.steps < 0 || o.batch < 1 || o.seq < 2) throw_error(where, "expected --steps >= 0, --batch >= 1, --seq >= 2");
   if (o.dtype != "bf16" && o.dtype != "f32") throw_error("--dtype", "expected bf16 or f32");
-  if (o.device != "cpu" && o.device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + o.device + "'");
-  if (o.device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
+  check_device(o.device);
   if (fs::exists(fs::path(o.out) / "model.safetensors"))
     throw_error(o.out, "already holds a model (choose a new --out; nothing is overwritten)");
   if (o.threads > 0) torch::set_num_threads(o.threads);

@@ -455,4 +455,9 @@ std::string fmt(const char* format, double x) {
   return buf;
 }
 
+void check_device(const std::string& device) {
+  if (device != "cpu" && device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + device + "'");
+  if (device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
+}
+
 }  // namespace jetlm::postnas

@@ -115,4 +115,8 @@ double lr_at(int64_t step, int64_t steps, double lr, double min_lr, double warmu
 // One number printed with a printf format ("%.4f"), for the trainers' log lines and CSV rows.
 std::string fmt(const char* format, double x);
 
+// Checks a --device value: "cpu", or "cuda" with a CUDA device visible to libtorch; throws
+// jetlm::Error naming --device otherwise.
+void check_device(const std::string& device);
+
 }  // namespace jetlm::postnas

@@ -210,8 +210,7 @@ SuperNetResult train_supernet(const SuperNetOptions& o) {
   const std::string where = "postnas supernet";
   if (o.out.empty() || o.teacher.empty() || o.data.empty()) throw_error(where, "--teacher, --data and --out are required");
   if (o.steps < 1 || o.batch < 1 || o.seq < 2) throw_error(where, "--steps, --batch >= 1 and --seq >= 2 expected");
-  if (o.device != "cpu" && o.device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + o.device + "'");
-  if (o.device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
+  check_device(o.device);
   if (o.threads > 0) torch::set_num_threads(o.threads);
   const torch::Device device(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
   const bool autocast = device.is_cuda();
@@ -360,8 +359,7 @@ SuperNetResult train_supernet(const SuperNetOptions& o) {
 void search_placements(const SearchOptions& o) {
   std::function<void(const std::string&)> log = o.log;
   if (!log) log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
-  if (o.device != "cpu" && o.device != "cuda") throw_error("--device", "expected cpu or cuda, got '" + o.device + "'");
-  if (o.device == "cuda" && !torch::cuda::is_available()) throw_error("--device cuda", "no CUDA device visible to libtorch");
+  check_device(o.device);
   if (o.beam < 1 || o.max_k < 1 || o.examples < 1) throw_error("postnas search", "--beam, --max-k and --examples must be >= 1");
   if (o.swa_k < 0 || o.swa_window < 1) throw_error("postnas search", "--swa-k must be >= 0 and --swa-window >= 1");
   const torch::Device device(o.device == "cuda" ? torch::kCUDA : torch::kCPU);
