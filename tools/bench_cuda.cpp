@@ -24,6 +24,15 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 bool cuda_bench_available() { return true; }
 
+namespace {
+cuda::KvCacheType parse_kv_cache(const std::string& name) {
+  if (name == "auto") return cuda::KvCacheType::Auto;
+  if (name == "f32") return cuda::KvCacheType::F32;
+  if (name == "bf16") return cuda::KvCacheType::BF16;
+  throw_error("--kv-cache", "'" + name + "' is not one of auto, f32, bf16");
+}
+}  // namespace
+
 void run_cuda_bench(const Model& model, const CudaBenchArgs& args) {
   cuda::require_device();
   const ModelConfig& c = model.config();
@@ -38,14 +47,15 @@ void run_cuda_bench(const Model& model, const CudaBenchArgs& args) {
   opt.context_limit = context;
   opt.prefill_chunk = args.prefill_chunk;
   opt.cuda_graphs = args.cuda_graphs;
+  opt.kv_cache = parse_kv_cache(args.kv_cache);
   const auto t_load = Clock::now();
   cuda::CudaModel gpu(model, opt);
   const double bandwidth = cuda::measure_read_bandwidth_gb_s();
   const double tflops = cuda::measure_bf16_gemm_tflops();
   if (!args.json) {
     std::printf("device: %s; copy bandwidth %.0f GB/s, bf16 cuBLAS GEMM %.0f TFLOP/s; weights %.2f GB uploaded in "
-                "%.1f s\n", cuda::device_description().c_str(), bandwidth, tflops, double(gpu.weight_bytes()) / 1e9,
-                seconds_since(t_load));
+                "%.1f s; %s KV cache\n", cuda::device_description().c_str(), bandwidth, tflops,
+                double(gpu.weight_bytes()) / 1e9, seconds_since(t_load), dtype_name(gpu.kv_dtype()));
     std::printf("%-18s %8s %6s %6s %12s %12s %10s %8s %8s\n", "model", "context", "gen", "batch", "prefill t/s",
                 "decode t/s", "cache MB", "dec roof", "pre roof");
   }
@@ -139,9 +149,10 @@ void run_paper_bench(const PaperBenchArgs& args) {
   if (cudaMemGetInfo(&free0, &total) != cudaSuccess) throw Error("cudaMemGetInfo failed");
   std::printf("jetlm bench --paper on %s: copy bandwidth %.0f GB/s, bf16 GEMM %.0f TFLOP/s, %.1f GiB free\n",
               cuda::device_description().c_str(), bandwidth, tflops, double(free0) / (1 << 30));
-  std::printf("random bf16 weights, fp32 KV/state cache, %lld generated tokens, prefill chunk %lld; prefill tok/s\n"
-              "is one chunk timed at half the context (prefill time is linear in depth per chunk).\n\n",
-              (long long)args.gen, (long long)args.prefill_chunk);
+  const DType kv_dtype = cuda::CudaModel::kv_cache_dtype(parse_kv_cache(args.kv_cache), true);
+  std::printf("random bf16 weights, %s KV cache, fp32 recurrent state, %lld generated tokens, prefill chunk %lld;\n"
+              "prefill tok/s is one chunk timed at half the context (prefill time is linear in depth per chunk).\n\n",
+              dtype_name(kv_dtype), (long long)args.gen, (long long)args.prefill_chunk);
   std::printf("%-16s %8s %6s %10s %12s %8s %12s %8s %8s\n", "model", "context", "batch", "cache MB", "decode t/s",
               "dec roof", "prefill t/s", "pre roof", "speedup");
   std::vector<PaperRow> rows;
@@ -158,7 +169,7 @@ void run_paper_bench(const PaperBenchArgs& args) {
       row.context = context;
       row.chunk = args.prefill_chunk;
       const int64_t limit = context + args.gen + 2;
-      row.cache_bytes = cuda::CudaModel::cache_bytes_for(config, limit, 16);
+      row.cache_bytes = cuda::CudaModel::cache_bytes_for(config, limit, 16, kv_dtype);
       // The largest batch whose caches, logits and activation rows fit beside the weights (3 GiB kept
       // for cuBLAS, graphs and workspaces).
       const double budget = double(free0) - double(model->weight_bytes()) - 3.0 * double(1 << 30) -
@@ -178,6 +189,7 @@ void run_paper_bench(const PaperBenchArgs& args) {
       opt.max_slots = int(row.batch);
       opt.context_limit = limit;
       opt.prefill_chunk = args.prefill_chunk;
+      opt.kv_cache = parse_kv_cache(args.kv_cache);
       cuda::CudaModel gpu(*model, opt);
       // Prefill: one chunk at half the context, after a warm-up chunk.
       std::mt19937 rng{static_cast<uint32_t>(context)};

@@ -20,6 +20,7 @@ struct CudaBenchArgs {
   int64_t prefill_chunk = 2048;
   bool cuda_graphs = true;
   bool json = false;
+  std::string kv_cache = "auto";  // auto, f32 or bf16 (cuda::KvCacheType)
 };
 
 // FLOPs of one token's pass through the layers at context position `pos` (tools/cmd_bench.cpp).
@@ -32,6 +33,7 @@ struct PaperBenchArgs {
   int64_t gen = 128;
   int64_t prefill_chunk = 2048;
   int64_t max_batch = 1024;
+  std::string kv_cache = "auto";  // random bf16 weights: auto is a bf16 KV cache, as the paper's stack
   std::string csv;  // where to write the table as CSV ("" = bench/results/paper.csv)
 };
 

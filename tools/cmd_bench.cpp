@@ -53,6 +53,7 @@ struct BenchArgs {
   bool paper = false;
   std::string contexts, csv;
   bool gen_given = false;
+  std::string kv_cache = "auto";  // cuda
 };
 
 // Best of several passes of a threaded sum over a buffer far larger than the caches (GB/s).
@@ -121,6 +122,7 @@ void run_bench(const BenchArgs& args) {
     if (args.batch > 1) paper.max_batch = args.batch;
     paper.prefill_chunk = args.chunk;
     paper.csv = args.csv;
+    paper.kv_cache = args.kv_cache;
     return run_paper_bench(paper);
   }
   if (args.device != "cpu" && args.device != "cuda")
@@ -155,6 +157,7 @@ void run_bench(const BenchArgs& args) {
     cargs.batch = args.batch;
     cargs.prefill_chunk = args.chunk;
     cargs.cuda_graphs = !args.no_graphs;
+    cargs.kv_cache = args.kv_cache;
     cargs.json = args.json;
     return run_cuda_bench(*model, cargs);
   }
@@ -305,6 +308,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--contexts", args->contexts, "--paper: contexts, comma-separated");
   cmd->add_option("--csv", args->csv, "--paper: CSV path (default bench/results/paper.csv)");
   cmd->add_flag("--no-graphs", args->no_graphs, "cuda: launch each decode step directly instead of a CUDA graph");
+  cmd->add_option("--kv-cache", args->kv_cache, "cuda: KV cache elements: auto (bf16 for half-precision and q8 "
+                  "weights, f32 for f32), f32, bf16");
   cmd->callback([args] { run_bench(*args); });
 }
 

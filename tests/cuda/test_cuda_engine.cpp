@@ -46,14 +46,38 @@ std::vector<T> host(const cuda::Buffer<T>& b) {
   return v;
 }
 
+// A KV pool on the device in `dtype` (F32 or BF16) from float values (already bf16-exact for BF16).
+cuda::Buffer<uint8_t> kv_pool(const std::vector<float>& values, DType dtype) {
+  if (dtype == DType::F32) {
+    cuda::Buffer<uint8_t> b(values.size() * 4);
+    cuda::copy_to_device(b.data(), values.data(), values.size() * 4);
+    return b;
+  }
+  std::vector<uint16_t> half(values.size());
+  for (size_t i = 0; i < values.size(); ++i) half[i] = f32_to_bf16(values[i]);
+  cuda::Buffer<uint8_t> b(half.size() * 2);
+  cuda::copy_to_device(b.data(), half.data(), half.size() * 2);
+  return b;
+}
+
+void round_to_bf16(std::vector<float>& v) {
+  for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
+}
+
 // ---- ops --------------------------------------------------------------------------------------------
 
+// Both cache types: float32 (CUDA cores, 1e-5) and bf16, against the reference on the bf16-rounded
+// K/V: head dims 64 and 128 run on tensor cores (bf16 q and probabilities, 1e-2), others on CUDA
+// cores in float32 (1e-5).
 TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
   struct Case { int64_t B, Hq, Hkv, hd, window, page, ring; };
+  for (const DType kv_dtype : {DType::F32, DType::BF16})
   for (const Case cs : {Case{3, 4, 2, 16, 0, 4, 0}, Case{5, 12, 2, 128, 0, 16, 0}, Case{2, 6, 6, 64, 0, 1, 0},
-                        Case{4, 8, 1, 40, 5, 0, 5}, Case{3, 16, 8, 128, 33, 0, 40}, Case{1, 2, 1, 256, 0, 7, 0}}) {
+                        Case{4, 8, 1, 40, 5, 0, 5}, Case{3, 16, 8, 128, 33, 0, 40}, Case{1, 2, 1, 256, 0, 7, 0},
+                        Case{6, 16, 2, 128, 0, 16, 0}, Case{2, 4, 1, 64, 100, 0, 100}}) {
+    const bool tc = kv_dtype == DType::BF16 && (cs.hd == 64 || cs.hd == 128);
     const int64_t row = cs.Hkv * cs.hd, context = 300, slots = cs.B + 2;
     std::vector<int32_t> lengths, slot_of;
     for (int64_t b = 0; b < cs.B; ++b) {
@@ -72,6 +96,10 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
     for (int64_t b = 0; b < cs.B; ++b) {
       const int64_t len = lengths[size_t(b)], slot = slot_of[size_t(b)];
       std::vector<float> ks = random_vector(rng, size_t(len * row), -2, 2), vs = random_vector(rng, size_t(len * row));
+      if (kv_dtype == DType::BF16) {
+        round_to_bf16(ks);
+        round_to_bf16(vs);
+      }
       for (int64_t p = 0; p < len; ++p) {
         if (cs.ring && p < len - cs.ring) continue;
         const int64_t r = cs.ring ? slot * cs.ring + p % cs.ring
@@ -82,12 +110,14 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
       ref::attention(q.data() + b * cs.Hq * cs.hd, ks.data(), vs.data(), 1, len, cs.Hq, cs.Hkv, cs.hd, len - 1, 0,
                      cs.window, expected.data() + b * cs.Hq * cs.hd);
     }
-    auto d_k = dev(kpool), d_v = dev(vpool), d_q = dev(q);
+    auto d_k = kv_pool(kpool, kv_dtype), d_v = kv_pool(vpool, kv_dtype);
+    auto d_q = dev(q);
     auto d_table = dev(table), d_len = dev(lengths), d_slots = dev(slot_of);
     cuda::Buffer<float> d_o(q.size());
     cuda::KvLayout L;
     L.k = d_k.data();
     L.v = d_v.data();
+    L.dtype = kv_dtype;
     L.row = row;
     L.page_table = d_table.data();
     L.page_size = cs.page;
@@ -96,8 +126,12 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
     for (int splits : {1, 3, cuda::decode_splits(cs.B, cs.Hkv, context)}) {
       cuda::attention_decode(d_q.data(), L, d_slots.data(), d_len.data(), cs.B, cs.Hq, cs.Hkv, cs.hd, cs.window,
                              context, splits, d_o.data());
-      EXPECT_LE(normalized_error(host(d_o), expected), 1e-5)
-          << "B " << cs.B << " Hq " << cs.Hq << " Hkv " << cs.Hkv << " hd " << cs.hd << " splits " << splits;
+      const double err = normalized_error(host(d_o), expected);
+      EXPECT_LE(err, tc ? 1e-2 : 1e-5) << dtype_name(kv_dtype) << " B " << cs.B << " Hq " << cs.Hq << " Hkv " << cs.Hkv
+                                       << " hd " << cs.hd << " splits " << splits;
+      if (tc) {
+        EXPECT_GE(err, 1e-6) << "bf16 q/probabilities should leave a visible rounding error";
+      }
     }
   }
 }
@@ -138,15 +172,24 @@ TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
     } else {
       L.ring = S;
     }
-    auto dk = dev(kp), dv = dev(vp), dq = dev(q);
+    auto dq = dev(q);
     auto dtable = dev(table);
-    L.k = dk.data();
-    L.v = dv.data();
     L.row = row;
     L.page_table = cs.page > 0 ? dtable.data() : nullptr;
-    cuda::Buffer<float> d_o(q.size());
-    cuda::attention_prefill_tc(dq.data(), L, slot, cs.T, S, cs.Hq, cs.Hkv, cs.hd, cs.pos0, 0, cs.window, d_o.data());
-    const double err = normalized_error(host(d_o), expected);
+    // The pool in float32 and in bf16: the kernel rounds float32 K/V to bf16 itself, so both give
+    // the same output.
+    std::vector<float> outputs[2];
+    for (const DType kv_dtype : {DType::F32, DType::BF16}) {
+      auto dk = kv_pool(kp, kv_dtype), dv = kv_pool(vp, kv_dtype);
+      L.k = dk.data();
+      L.v = dv.data();
+      L.dtype = kv_dtype;
+      cuda::Buffer<float> d_o(q.size());
+      cuda::attention_prefill_tc(dq.data(), L, slot, cs.T, S, cs.Hq, cs.Hkv, cs.hd, cs.pos0, 0, cs.window, d_o.data());
+      outputs[kv_dtype == DType::BF16] = host(d_o);
+    }
+    EXPECT_EQ(outputs[0], outputs[1]) << "T " << cs.T << " hd " << cs.hd;
+    const double err = normalized_error(outputs[1], expected);
     EXPECT_LE(err, 2e-2) << "T " << cs.T << " pos0 " << cs.pos0 << " hd " << cs.hd << " window " << cs.window;
     EXPECT_GE(err, 1e-6) << "bf16 operands should leave a visible rounding error";  // the TC path really ran
     std::printf("  tc attention T %ld S %ld Hq %ld Hkv %ld hd %ld window %ld: error %.2e\n", long(cs.T), long(S),
@@ -206,6 +249,52 @@ TEST(CudaEngineOps, KvAppendThenGatherRoundTrips) {
   cuda::Buffer<float> ro(size_t(5 * row)), rvo(ro.size());
   cuda::kv_gather(R, 1, 32, 5, ro.data(), rvo.data());
   EXPECT_EQ(host(ro), std::vector<float>(ks.begin() + 32 * row, ks.end()));
+  // A bf16 pool stores each value rounded to nearest even and reads it back widened.
+  cuda::Buffer<uint8_t> hk(size_t(slots * pages_per_seq * page * row) * 2), hv(hk.size());
+  cuda::KvLayout H{hk.data(), hv.data(), row, d_table.data(), page, pages_per_seq, 0, DType::BF16};
+  cuda::kv_append(H, dk.data(), dv.data(), 37, nullptr, 0, nullptr, 0);
+  cuda::kv_gather(H, 0, 0, 37, ko.data(), vo.data());
+  std::vector<float> ks_rounded = ks, vs_rounded = vs;
+  round_to_bf16(ks_rounded);
+  round_to_bf16(vs_rounded);
+  EXPECT_EQ(host(ko), ks_rounded);
+  EXPECT_EQ(host(vo), vs_rounded);
+  EXPECT_NE(ks_rounded, ks);  // the rounding really happened
+}
+
+// The fused JetBlock decode prologue equals the separate ops it replaces, bit for bit.
+TEST(CudaEngineOps, JetDecodePrepEqualsTheSeparateOps) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(5);
+  const int64_t B = 3, H = 3, dk = 40, dv = 72, gh = 27;
+  const int64_t kd = H * dk, vd = H * dv, N = 2 * kd + 2 * vd + 2 * H + gh;
+  std::vector<float> fused = random_vector(rng, size_t(B * N), -3, 3);
+  std::vector<float> A_log = random_vector(rng, size_t(H), -1, 1), dt_bias = random_vector(rng, size_t(H), -1, 1);
+  fused[size_t(2 * kd + 2 * vd + H)] = 30.0f;  // a_raw + dt_bias > 20: the linear branch of softplus
+  auto d_fused = dev(fused), d_A = dev(A_log), d_dt = dev(dt_bias);
+  const float q_scale = 1.0f / std::sqrt(float(dk));
+  auto outputs = [&](bool use_fused) {
+    cuda::Buffer<float> q(size_t(B * kd)), k(q.size()), u(size_t(B * vd)), gate(u.size()), hidden(size_t(B * gh)),
+        b_raw(size_t(B * H)), a_raw(b_raw.size()), beta(b_raw.size()), g(b_raw.size());
+    if (use_fused) {
+      cuda::jet_decode_prep(d_fused.data(), B, H, dk, dv, gh, q_scale, d_A.data(), d_dt.data(), q.data(), k.data(),
+                            u.data(), gate.data(), hidden.data(), beta.data(), g.data());
+    } else {
+      cuda::split_columns(d_fused.data(), B, N,
+                          {{q.data(), kd}, {k.data(), kd}, {u.data(), vd}, {gate.data(), vd}, {b_raw.data(), H},
+                           {a_raw.data(), H}, {hidden.data(), gh}});
+      cuda::silu(q.data(), B * kd);
+      cuda::silu(k.data(), B * kd);
+      cuda::silu(hidden.data(), B * gh);
+      cuda::jet_gates(b_raw.data(), a_raw.data(), d_A.data(), d_dt.data(), B, H, beta.data(), g.data());
+      cuda::l2norm_rows(q.data(), B * H, dk, q_scale);
+      cuda::l2norm_rows(k.data(), B * H, dk, 1.0f);
+    }
+    return std::vector<std::vector<float>>{host(q), host(k), host(u), host(gate), host(hidden), host(beta), host(g)};
+  };
+  const auto fused_out = outputs(true), separate = outputs(false);
+  const char* names[] = {"q", "k", "u", "gate", "hidden", "beta", "g"};
+  for (size_t i = 0; i < separate.size(); ++i) EXPECT_EQ(fused_out[i], separate[i]) << names[i];
 }
 
 TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
@@ -239,6 +328,22 @@ TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
                  d_o.data());
   EXPECT_LE(normalized_error(host(d_o), o_exp), 1e-5);
   EXPECT_LE(normalized_error(host(dS), S_exp), 1e-5);
+
+  // The fused conv + delta-rule step equals dconv_step then gdn_step, bit for bit (output, state, conv).
+  const int64_t Cv = H * dv;
+  std::vector<float> u2 = random_vector(rng, size_t(B * Cv)), ker2 = random_vector(rng, size_t(B * Cv * K));
+  std::vector<float> conv2 = random_vector(rng, size_t(slots * (K - 1) * Cv));
+  auto d_u2 = dev(u2), d_ker2 = dev(ker2);
+  auto conv_a = dev(conv2), conv_b = dev(conv2), S_a = dev(S), S_b = dev(S);
+  cuda::Buffer<float> v2(size_t(B * Cv)), o_a(o_exp.size()), o_b(o_exp.size());
+  cuda::dconv_step(d_u2.data(), d_ker2.data(), B, Cv, K, conv_a.data(), d_slots.data(), v2.data());
+  cuda::gdn_step(dq.data(), dkk.data(), v2.data(), dg.data(), db.data(), B, H, dk, dv, S_a.data(), d_slots.data(),
+                 o_a.data());
+  cuda::gdn_step_dconv(dq.data(), dkk.data(), d_u2.data(), d_ker2.data(), K, conv_b.data(), dg.data(), db.data(), B, H,
+                       dk, dv, S_b.data(), d_slots.data(), o_b.data());
+  EXPECT_EQ(host(o_a), host(o_b));
+  EXPECT_EQ(host(S_a), host(S_b));
+  EXPECT_EQ(host(conv_a), host(conv_b));
 }
 
 TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
@@ -340,14 +445,20 @@ class CudaGolden : public ::testing::TestWithParam<std::string> {
 TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
   if (IsSkipped()) return;
   const int64_t n = int64_t(golden_.ids.size()), vocab = model_->config().vocab;
+  // Half-precision models default to a bf16 KV cache; they also run with a float32 one.
+  const bool f32_model = GetParam().find("f32") != std::string::npos;
+  for (cuda::KvCacheType kv : {cuda::KvCacheType::Auto, cuda::KvCacheType::F32})
   for (int64_t chunk : {int64_t(7), int64_t(64), int64_t(1024)}) {
     for (int64_t prefill : {int64_t(1), int64_t(70)}) {
+      if (kv == cuda::KvCacheType::F32 && f32_model) continue;  // the same as Auto
       cuda::CudaModelOptions opt;
+      opt.kv_cache = kv;
       opt.max_slots = 3;
       opt.context_limit = 256;
       opt.prefill_chunk = chunk;
       opt.page_size = 16;
       cuda::CudaModel gpu(*model_, opt);
+      EXPECT_EQ(gpu.kv_dtype(), f32_model || kv == cuda::KvCacheType::F32 ? DType::F32 : DType::BF16);
       const int slot = 2;
       std::vector<float> logits(size_t(n * vocab)), expected;
       gpu.prefill(slot, golden_.ids.data(), prefill, logits.data() + (prefill - 1) * vocab);
@@ -357,8 +468,8 @@ TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
       expected.assign(golden_.logits.begin() + (prefill - 1) * vocab, golden_.logits.end());
       const double err = normalized_error(got, expected);
       EXPECT_LE(err, tolerance_) << "chunk " << chunk << " prefill " << prefill;
-      std::printf("  %s chunk %ld prefill %ld: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(), long(chunk),
-                  long(prefill), err, tolerance_);
+      std::printf("  %s %s KV, chunk %ld prefill %ld: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(),
+                  dtype_name(gpu.kv_dtype()), long(chunk), long(prefill), err, tolerance_);
       EXPECT_EQ(gpu.slot_tokens(slot), n);
     }
   }

@@ -12,59 +12,24 @@
 #include <chrono>
 #include <cstdint>
 
+#include "backend/cpu/gemm_avx512_tile.h"
 #include "backend/cpu/gemm_kernels.h"
 
 namespace jetlm::cpu::kernels {
 
 namespace {
 
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-
-// A TT x (16 * NP) block of Y over k in [k0, k1) from NP consecutive panels: accumulators start
-// from Y (or bias / zero at k0 == 0). n_valid[j] = valid columns of panel j (masked at the edge).
-template <int TT, int NP>
-inline void panel_tile(const float* X, int64_t ldx, const float* const* P, int64_t k0, int64_t k1, float* Y,
-                       int64_t ldy, const int64_t* n_valid, const float* bias) {
-  __m512 acc[TT][NP];
-  __mmask16 mask[NP];
-#pragma GCC unroll 2
-  for (int j = 0; j < NP; ++j) mask[j] = first_lanes(n_valid[j]);
-#pragma GCC unroll 12
-  for (int i = 0; i < TT; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) {
-      if (k0 == 0)
-        acc[i][j] = bias != nullptr ? _mm512_maskz_loadu_ps(mask[j], bias + 16 * j) : _mm512_setzero_ps();
-      else
-        acc[i][j] = _mm512_maskz_loadu_ps(mask[j], Y + i * ldy + 16 * j);
-    }
-  for (int64_t k = k0; k < k1; ++k) {
-    __m512 w[NP];
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_ps(P[j] + k * kPanel);
-#pragma GCC unroll 12
-    for (int i = 0; i < TT; ++i) {
-      const __m512 x = _mm512_set1_ps(X[i * ldx + k]);
-#pragma GCC unroll 2
-      for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_fmadd_ps(x, w[j], acc[i][j]);
-    }
+// One step = one k: 16 float weights of a panel row times one broadcast float activation.
+struct F32Fma {
+  using Word = float;
+  using Weights = __m512;
+  using Act = __m512;
+  __attribute__((always_inline)) static Weights load(const float* row) { return _mm512_loadu_ps(row); }
+  __attribute__((always_inline)) static Act broadcast(float x) { return _mm512_set1_ps(x); }
+  __attribute__((always_inline)) static __m512 madd(__m512 acc, Act x, Weights w) {
+    return _mm512_fmadd_ps(x, w, acc);
   }
-#pragma GCC unroll 12
-  for (int i = 0; i < TT; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) _mm512_mask_storeu_ps(Y + i * ldy + 16 * j, mask[j], acc[i][j]);
-}
-
-template <int NP>
-void token_blocks(const float* X, int64_t T, int64_t K, const float* const* P, int64_t k0, int64_t k1, float* Y,
-                  int64_t ldy, const int64_t* n_valid, const float* bias) {
-  // 12 x 2 panels = 24 accumulators + 2 weights + 1 broadcast of the 32 zmm registers.
-  constexpr int kTT = NP == 2 ? 12 : 14;
-  int64_t t = 0;
-  for (; t + kTT <= T; t += kTT) panel_tile<kTT, NP>(X + t * K, K, P, k0, k1, Y + t * ldy, ldy, n_valid, bias);
-  for (; t + 4 <= T; t += 4) panel_tile<4, NP>(X + t * K, K, P, k0, k1, Y + t * ldy, ldy, n_valid, bias);
-  for (; t < T; ++t) panel_tile<1, NP>(X + t * K, K, P, k0, k1, Y + t * ldy, ldy, n_valid, bias);
-}
+};
 
 inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
@@ -72,24 +37,7 @@ inline float horizontal_sum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 void gemm_packed_avx512(const float* X, int64_t T, int64_t K, const float* P, int64_t N, float* Y, int64_t ldy,
                         const float* bias) {
-  constexpr int64_t kBlockK = 256;  // two panel slices of 16 KB each stay in L1 across token blocks
-  const int64_t panels = (N + kPanel - 1) / kPanel;
-  for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
-    const int64_t k1 = std::min(K, k0 + kBlockK);
-    int64_t p = 0;
-    for (; p + 2 <= panels; p += 2) {
-      const float* pp[2] = {P + p * kPanel * K, P + (p + 1) * kPanel * K};
-      const int64_t n0 = p * kPanel;
-      const int64_t nv[2] = {std::min(kPanel, N - n0), std::min(kPanel, N - n0 - kPanel)};
-      token_blocks<2>(X, T, K, pp, k0, k1, Y + n0, ldy, nv, bias ? bias + n0 : nullptr);
-    }
-    if (p < panels) {
-      const float* pp[1] = {P + p * kPanel * K};
-      const int64_t n0 = p * kPanel;
-      const int64_t nv[1] = {std::min(kPanel, N - n0)};
-      token_blocks<1>(X, T, K, pp, k0, k1, Y + n0, ldy, nv, bias ? bias + n0 : nullptr);
-    }
-  }
+  gemm_panels<F32Fma>(X, T, K, P, N, Y, ldy, bias);
 }
 
 double fma_peak_gflops_avx512() {

@@ -8,91 +8,45 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 
+#include "backend/cpu/gemm_avx512_tile.h"
 #include "backend/cpu/gemm_kernels.h"
 
 namespace jetlm::cpu::kernels {
 
 namespace {
 
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-
-// A TT x (16 * NP) block of Y over k-pairs [q0, q1). X2[t][q] holds the bf16 pair (x[2q], x[2q+1])
-// as one 32-bit word; P[j][q][c] the pair (w[c][2q], w[c][2q+1]) of column c of panel j.
-template <int TT, int NP>
-inline void pair_tile(const uint32_t* X2, int64_t ldx, const uint32_t* const* P, int64_t q0, int64_t q1, float* Y,
-                      int64_t ldy, const int64_t* n_valid, const float* bias) {
-  __m512 acc[TT][NP];
-  __mmask16 mask[NP];
-#pragma GCC unroll 2
-  for (int j = 0; j < NP; ++j) mask[j] = first_lanes(n_valid[j]);
-#pragma GCC unroll 12
-  for (int i = 0; i < TT; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) {
-      if (q0 == 0)
-        acc[i][j] = bias != nullptr ? _mm512_maskz_loadu_ps(mask[j], bias + 16 * j) : _mm512_setzero_ps();
-      else
-        acc[i][j] = _mm512_maskz_loadu_ps(mask[j], Y + i * ldy + 16 * j);
-    }
-  for (int64_t q = q0; q < q1; ++q) {
-    __m512bh w[NP];
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) {
-      const __m512i bits = _mm512_loadu_si512(P[j] + q * kPanel);
-      std::memcpy(&w[j], &bits, sizeof bits);
-    }
-#pragma GCC unroll 12
-    for (int i = 0; i < TT; ++i) {
-      const __m512i xi = _mm512_set1_epi32(int(X2[i * ldx + q]));
-      __m512bh x;
-      std::memcpy(&x, &xi, sizeof xi);
-#pragma GCC unroll 2
-      for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], x, w[j]);
-    }
+// One step = one k-pair: 16 bf16 weight pairs of a panel row times one broadcast bf16 activation
+// pair; vdpbf16ps adds both products of each lane to its float32 accumulator.
+struct Bf16PairDot {
+  using Word = uint32_t;
+  using Weights = __m512bh;
+  using Act = __m512bh;
+  __attribute__((always_inline)) static Weights load(const uint32_t* row) {
+    const __m512i bits = _mm512_loadu_si512(row);
+    __m512bh w;
+    std::memcpy(&w, &bits, sizeof bits);
+    return w;
   }
-#pragma GCC unroll 12
-  for (int i = 0; i < TT; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) _mm512_mask_storeu_ps(Y + i * ldy + 16 * j, mask[j], acc[i][j]);
-}
-
-template <int NP>
-void token_blocks(const uint32_t* X2, int64_t T, int64_t K2, const uint32_t* const* P, int64_t q0, int64_t q1,
-                  float* Y, int64_t ldy, const int64_t* n_valid, const float* bias) {
-  constexpr int kTT = NP == 2 ? 12 : 14;
-  int64_t t = 0;
-  for (; t + kTT <= T; t += kTT) pair_tile<kTT, NP>(X2 + t * K2, K2, P, q0, q1, Y + t * ldy, ldy, n_valid, bias);
-  for (; t + 4 <= T; t += 4) pair_tile<4, NP>(X2 + t * K2, K2, P, q0, q1, Y + t * ldy, ldy, n_valid, bias);
-  for (; t < T; ++t) pair_tile<1, NP>(X2 + t * K2, K2, P, q0, q1, Y + t * ldy, ldy, n_valid, bias);
-}
+  __attribute__((always_inline)) static Act broadcast(uint32_t x) {
+    const __m512i xi = _mm512_set1_epi32(int(x));
+    __m512bh b;
+    std::memcpy(&b, &xi, sizeof xi);
+    return b;
+  }
+  __attribute__((always_inline)) static __m512 madd(__m512 acc, Act x, Weights w) {
+    return _mm512_dpbf16_ps(acc, x, w);
+  }
+};
 
 }  // namespace
 
 void gemm_bf16_pairs_avx512(const uint32_t* X2, int64_t T, int64_t K2, const uint32_t* P, int64_t N, float* Y,
                             int64_t ldy, const float* bias) {
-  constexpr int64_t kBlockPairs = 256;  // two panel slices of 16 KB each stay in L1
-  const int64_t panels = (N + kPanel - 1) / kPanel;
-  for (int64_t q0 = 0; q0 < K2; q0 += kBlockPairs) {
-    const int64_t q1 = std::min(K2, q0 + kBlockPairs);
-    int64_t p = 0;
-    for (; p + 2 <= panels; p += 2) {
-      const uint32_t* pp[2] = {P + p * kPanel * K2, P + (p + 1) * kPanel * K2};
-      const int64_t n0 = p * kPanel;
-      const int64_t nv[2] = {std::min(kPanel, N - n0), std::min(kPanel, N - n0 - kPanel)};
-      token_blocks<2>(X2, T, K2, pp, q0, q1, Y + n0, ldy, nv, bias ? bias + n0 : nullptr);
-    }
-    if (p < panels) {
-      const uint32_t* pp[1] = {P + p * kPanel * K2};
-      const int64_t n0 = p * kPanel;
-      const int64_t nv[1] = {std::min(kPanel, N - n0)};
-      token_blocks<1>(X2, T, K2, pp, q0, q1, Y + n0, ldy, nv, bias ? bias + n0 : nullptr);
-    }
-  }
+  gemm_panels<Bf16PairDot>(X2, T, K2, P, N, Y, ldy, bias);
 }
 
 double bf16_dot_peak_gflops_avx512() {

@@ -110,7 +110,24 @@ __global__ void __launch_bounds__(kThreadsTc) attention_tc_kernel(TcParams p) {
 
   for (int64_t s0 = lo; s0 < hi; s0 += kBC) {
     __syncthreads();  // previous tile's k_s/v_s consumed (and q_s/o_s initialised on the first)
-    if (p.hd % 4 == 0) {
+    if (p.hd % 4 == 0 && p.kv.dtype == DType::BF16) {
+      // bf16 cache: 8-byte loads copied as they are.
+      constexpr int Q4 = HDP / 4;
+      const __nv_bfloat16* kc = static_cast<const __nv_bfloat16*>(p.kv.k);
+      const __nv_bfloat16* vc = static_cast<const __nv_bfloat16*>(p.kv.v);
+      for (int i = threadIdx.x; i < kBC * Q4; i += blockDim.x) {
+        const int j = i / Q4, d = (i % Q4) * 4;
+        const int64_t s = s0 + j;
+        uint2 kk = make_uint2(0u, 0u), vv = kk;
+        if (s < hi && d < p.hd) {
+          const int64_t off = tc_kv_offset(p.kv, p.slot, s) + kh * p.hd + d;
+          kk = *reinterpret_cast<const uint2*>(kc + off);
+          vv = *reinterpret_cast<const uint2*>(vc + off);
+        }
+        *reinterpret_cast<uint2*>(k_s + j * Lay::LDQ + d) = kk;
+        *reinterpret_cast<uint2*>(v_s + j * Lay::LDQ + d) = vv;
+      }
+    } else if (p.hd % 4 == 0) {
       // float4 loads: one page-table lookup per 4 values, coalesced along the head dim.
       constexpr int Q4 = HDP / 4;
       for (int i = threadIdx.x; i < kBC * Q4; i += blockDim.x) {
@@ -119,8 +136,8 @@ __global__ void __launch_bounds__(kThreadsTc) attention_tc_kernel(TcParams p) {
         float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
         if (s < hi && d < p.hd) {
           const int64_t off = tc_kv_offset(p.kv, p.slot, s) + kh * p.hd + d;
-          kk = *reinterpret_cast<const float4*>(p.kv.k + off);
-          vv = *reinterpret_cast<const float4*>(p.kv.v + off);
+          kk = *reinterpret_cast<const float4*>(static_cast<const float*>(p.kv.k) + off);
+          vv = *reinterpret_cast<const float4*>(static_cast<const float*>(p.kv.v) + off);
         }
         __nv_bfloat162* kd = reinterpret_cast<__nv_bfloat162*>(k_s + j * Lay::LDQ + d);
         __nv_bfloat162* vd = reinterpret_cast<__nv_bfloat162*>(v_s + j * Lay::LDQ + d);
@@ -136,8 +153,13 @@ __global__ void __launch_bounds__(kThreadsTc) attention_tc_kernel(TcParams p) {
         float kv_k = 0.0f, kv_v = 0.0f;
         if (s < hi && d < p.hd) {
           const int64_t off = tc_kv_offset(p.kv, p.slot, s) + kh * p.hd + d;
-          kv_k = p.kv.k[off];
-          kv_v = p.kv.v[off];
+          if (p.kv.dtype == DType::BF16) {
+            kv_k = __bfloat162float(static_cast<const __nv_bfloat16*>(p.kv.k)[off]);
+            kv_v = __bfloat162float(static_cast<const __nv_bfloat16*>(p.kv.v)[off]);
+          } else {
+            kv_k = static_cast<const float*>(p.kv.k)[off];
+            kv_v = static_cast<const float*>(p.kv.v)[off];
+          }
         }
         k_s[j * Lay::LDQ + d] = __float2bfloat16_rn(kv_k);
         v_s[j * Lay::LDQ + d] = __float2bfloat16_rn(kv_v);

@@ -26,7 +26,7 @@ struct CudaModel::DeviceLayer {
   const float* qkv_bias = nullptr;
   DeviceMatrix q, k, v, o;
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *q_norm = nullptr, *k_norm = nullptr;
-  Buffer<float> kpool, vpool;  // attn: pages; swa: ring per slot
+  Buffer<uint8_t> kpool, vpool;  // attn: pages; swa: ring per slot (kv_dtype_ elements)
   // jet
   DeviceMatrix jq, jk, jv, jb, ja, jg, jo, w1, w2;
   DeviceMatrix in_proj;  // stacked q, k, v, g, b, a, w1 (the projections of the normed input)
@@ -72,6 +72,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   tensor_cores_ = !model.weights().layers.empty() && model.weights().layers[0].gate.dtype != DType::F32;
   // JETLM_TENSOR_CORES=0 keeps the float32 prefill kernels (for A/B benchmarks).
   if (const char* env = std::getenv("JETLM_TENSOR_CORES"); env && std::string(env) == "0") tensor_cores_ = false;
+  kv_dtype_ = kv_cache_dtype(options_.kv_cache, tensor_cores_);
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -192,10 +193,12 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
       d.k_norm = vec(L.attn.k_norm);
       const int64_t rows = L.kind == LayerKind::Attn ? kv_pages_ * options_.page_size : S * c.swa_window;
       try {
-        d.kpool = Buffer<float>(size_t(rows * kv_row));
-        d.vpool = Buffer<float>(size_t(rows * kv_row));
+        const size_t bytes = size_t(rows * kv_row) * dtype_size(kv_dtype_);
+        d.kpool = Buffer<uint8_t>(bytes);
+        d.vpool = Buffer<uint8_t>(bytes);
       } catch (const Error& e) {
-        throw_error("kv cache", "cannot allocate " + std::to_string(2 * rows * kv_row * 4 >> 20) +
+        throw_error("kv cache", "cannot allocate " +
+                                    std::to_string(2 * rows * kv_row * int64_t(dtype_size(kv_dtype_)) >> 20) +
                                     " MiB for layer " + std::to_string(il) +
                                     " (lower --max-batch / --ctx or set kv_pages): " + e.what());
       }
@@ -281,15 +284,22 @@ int64_t CudaModel::slot_tokens(int slot) const {
 }
 
 int64_t CudaModel::cache_bytes_per_sequence(int64_t n_tokens) const {
-  return cache_bytes_for(config_, n_tokens, options_.page_size);
+  return cache_bytes_for(config_, n_tokens, options_.page_size, kv_dtype_);
 }
 
-int64_t CudaModel::cache_bytes_for(const ModelConfig& c, int64_t n_tokens, int64_t page_size) {
+DType CudaModel::kv_cache_dtype(KvCacheType type, bool half_precision_model) {
+  if (type == KvCacheType::F32) return DType::F32;
+  if (type == KvCacheType::BF16) return DType::BF16;
+  return half_precision_model ? DType::BF16 : DType::F32;
+}
+
+int64_t CudaModel::cache_bytes_for(const ModelConfig& c, int64_t n_tokens, int64_t page_size, DType kv_dtype) {
   const int64_t kv_row = int64_t(c.n_kv_heads) * c.head_dim;
+  const int64_t kv_bytes = int64_t(dtype_size(kv_dtype));
   int64_t bytes = 0;
   for (LayerKind kind : c.layer_types) {
-    if (kind == LayerKind::Attn) bytes += 2 * round_up(n_tokens, page_size) * kv_row * 4;
-    else if (kind == LayerKind::Swa) bytes += 2 * int64_t(c.swa_window) * kv_row * 4;
+    if (kind == LayerKind::Attn) bytes += 2 * round_up(n_tokens, page_size) * kv_row * kv_bytes;
+    else if (kind == LayerKind::Swa) bytes += 2 * int64_t(c.swa_window) * kv_row * kv_bytes;
     else
       bytes += (int64_t(c.jet.num_heads) * c.jet.head_k_dim * c.jet.head_v_dim +
                 int64_t(c.jet.conv_size - 1) * c.jet.value_dim()) * 4;
@@ -312,6 +322,7 @@ KvLayout CudaModel::layout(int il) const {
   L.k = d.kpool.data();
   L.v = d.vpool.data();
   L.row = int64_t(config_.n_kv_heads) * config_.head_dim;
+  L.dtype = kv_dtype_;
   if (d.kind == LayerKind::Attn) {
     L.page_table = page_table_.data();
     L.page_size = options_.page_size;
@@ -376,8 +387,9 @@ void CudaModel::fill_synthetic(int slot, int64_t n_tokens, uint64_t seed) {
       fill_uniform(d.conv.data() + slot * conv, conv, 1.0f, s + 1);
     } else if (d.kind == LayerKind::Swa) {
       const int64_t ring = int64_t(config_.swa_window) * kv_row;
-      fill_uniform(d.kpool.data() + slot * ring, ring, 1.0f, s);
-      fill_uniform(d.vpool.data() + slot * ring, ring, 1.0f, s + 1);
+      const size_t at = size_t(slot * ring) * dtype_size(kv_dtype_);
+      fill_uniform(d.kpool.data() + at, kv_dtype_, ring, 1.0f, s);
+      fill_uniform(d.vpool.data() + at, kv_dtype_, ring, 1.0f, s + 1);
     } else {
       // Runs of consecutive pages in one launch each (a long context holds thousands of pages).
       const std::vector<int>& pages = slot_pages_[size_t(slot)];
@@ -386,8 +398,9 @@ void CudaModel::fill_synthetic(int slot, int64_t n_tokens, uint64_t seed) {
         size_t j = i + 1;
         while (j < pages.size() && pages[j] == pages[j - 1] + 1) ++j;
         const int64_t first = pages[i], count = int64_t(j - i);
-        fill_uniform(d.kpool.data() + first * n, count * n, 1.0f, s + uint64_t(first) * 2);
-        fill_uniform(d.vpool.data() + first * n, count * n, 1.0f, s + uint64_t(first) * 2 + 1);
+        const size_t at = size_t(first * n) * dtype_size(kv_dtype_);
+        fill_uniform(d.kpool.data() + at, kv_dtype_, count * n, 1.0f, s + uint64_t(first) * 2);
+        fill_uniform(d.vpool.data() + at, kv_dtype_, count * n, 1.0f, s + uint64_t(first) * 2 + 1);
         i = j;
       }
     }
@@ -532,12 +545,13 @@ void CudaModel::decode_layers(int64_t B) {
     if (il == 0) rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
     const float* xn = s.normed.data();
     if (d.kind == LayerKind::Jet) {
-      const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
-      if (d.in_proj.data) {  // one GEMV over the stacked projections, then the columns apart
+      const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk;
+      if (d.in_proj.data) {
+        // One GEMV over the stacked projections, then one kernel for the activations, norms and gates.
         matmul(xn, B, d.in_proj, nullptr, s.fused.data());
-        split_columns(s.fused.data(), B, d.in_proj.rows,
-                      {{s.q.data(), key_dim}, {s.k.data(), key_dim}, {s.u.data(), value_dim}, {s.gate.data(), value_dim},
-                       {s.b_raw.data(), H}, {s.a_raw.data(), H}, {s.hidden.data(), j.generator_hidden}});
+        jet_decode_prep(s.fused.data(), B, H, dk, dv, j.generator_hidden, 1.0f / std::sqrt(float(dk)), d.A_log,
+                        d.dt_bias, s.q.data(), s.k.data(), s.u.data(), s.gate.data(), s.hidden.data(), s.beta.data(),
+                        s.g.data());
       } else {
         matmul(xn, B, d.jq, nullptr, s.q.data());
         matmul(xn, B, d.jk, nullptr, s.k.data());
@@ -546,17 +560,16 @@ void CudaModel::decode_layers(int64_t B) {
         matmul(xn, B, d.jb, nullptr, s.b_raw.data());
         matmul(xn, B, d.ja, nullptr, s.a_raw.data());
         matmul(xn, B, d.jg, nullptr, s.gate.data());
+        silu(s.q.data(), B * key_dim);
+        silu(s.k.data(), B * key_dim);
+        silu(s.hidden.data(), B * j.generator_hidden);
+        jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
+        l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
+        l2norm_rows(s.k.data(), B * H, dk, 1.0f);
       }
-      silu(s.q.data(), B * key_dim);
-      silu(s.k.data(), B * key_dim);
-      silu(s.hidden.data(), B * j.generator_hidden);
       matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
-      dconv_step(s.u.data(), s.kernels.data(), B, value_dim, j.conv_size, d.conv.data(), slots, s.vv.data());
-      jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
-      l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
-      l2norm_rows(s.k.data(), B * H, dk, 1.0f);
-      gdn_step(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots,
-               s.o.data());
+      gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
+                     s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
       gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
       matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
     } else {

@@ -3,7 +3,7 @@
 //
 // Device state:
 //  - weights: every matrix uploaded in its stored dtype (f32/bf16/f16/q8), vectors as float32;
-//  - attn layers: one paged K/V pool per layer, [kv_pages * page_size, Hkv * hd] float32 each, with
+//  - attn layers: one paged K/V pool per layer, [kv_pages * page_size, Hkv * hd] float32 or bf16, with
 //    one page table [slots, pages_per_seq] shared by all attn layers (a page index names the same
 //    positions in every layer); pages are taken from a free list as a sequence grows and returned
 //    by reset_slot();
@@ -25,6 +25,10 @@
 
 namespace jetlm::cuda {
 
+// KV cache elements. Auto: bf16 for half-precision and q8 models (their prefill attention already
+// rounds K/V to bf16; half the bytes, twice the batch), float32 for float32 models (exact).
+enum class KvCacheType { Auto, F32, BF16 };
+
 struct CudaModelOptions {
   int max_slots = 8;
   int64_t context_limit = 0;   // tokens per slot; 0: the config's max_position, at most 32768
@@ -32,6 +36,7 @@ struct CudaModelOptions {
   int64_t kv_pages = 0;        // pages in each attn layer's pool; 0: every slot at context_limit
   int64_t prefill_chunk = 1024;
   bool cuda_graphs = true;     // capture and replay the decode step per batch size
+  KvCacheType kv_cache = KvCacheType::Auto;
 };
 
 class CudaModel final : public BatchBackend {
@@ -63,7 +68,10 @@ class CudaModel final : public BatchBackend {
   int64_t weight_bytes() const { return weight_bytes_; }
   // Device bytes a sequence of n tokens occupies in the cache pools (pages rounded up).
   int64_t cache_bytes_per_sequence(int64_t n_tokens) const;
-  static int64_t cache_bytes_for(const ModelConfig& config, int64_t n_tokens, int64_t page_size);
+  static int64_t cache_bytes_for(const ModelConfig& config, int64_t n_tokens, int64_t page_size, DType kv_dtype);
+  // The KV element type `type` resolves to (half_precision_model: bf16/f16/q8 weights).
+  static DType kv_cache_dtype(KvCacheType type, bool half_precision_model);
+  DType kv_dtype() const { return kv_dtype_; }
   // Activation scratch per token row of a forward (the engine holds max(prefill_chunk, slots) rows).
   static int64_t scratch_bytes_per_row(const ModelConfig& config);
   int64_t kv_pages() const { return kv_pages_; }
@@ -85,6 +93,7 @@ class CudaModel final : public BatchBackend {
   // <= 128, chunks of at least kTensorCoreMinRows tokens) and the delta rule's state pass in TF32.
   static constexpr int64_t kTensorCoreMinRows = 16;
   bool tensor_cores_ = false;
+  DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;
   CudaModelOptions options_;

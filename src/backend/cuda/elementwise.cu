@@ -196,7 +196,66 @@ __global__ void jet_gates_kernel(const float* b_raw, const float* a_raw, const f
   g[i] = -expf(A_log[h]) * softplus;
 }
 
+// Blocks 0..H-1: head h's q (warp 0) and k (warp 1) rows, silu then L2 norm, as silu_kernel then
+// l2norm_kernel compute them (same per-lane order and warp_sum); thread 64 its gates, as
+// jet_gates_kernel. Blocks from H on: the u/gate copies and silu(hidden), one element per thread.
+__global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t N, int64_t H, int64_t dk, int64_t dv,
+                                       int64_t gh, float q_scale, const float* __restrict__ A_log,
+                                       const float* __restrict__ dt_bias,
+                                       float* __restrict__ q, float* __restrict__ k, float* __restrict__ u,
+                                       float* __restrict__ gate, float* __restrict__ hidden, float* __restrict__ beta,
+                                       float* __restrict__ g) {
+  const int64_t b = blockIdx.y;
+  const float* row = fused + b * N;
+  const int64_t key_dim = H * dk, value_dim = H * dv;
+  if (int64_t(blockIdx.x) < H) {
+    const int64_t h = blockIdx.x;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (warp < 2) {
+      const float* src = row + warp * key_dim + h * dk;
+      float* dst = (warp == 0 ? q : k) + (b * H + h) * dk;
+      float ss = 0;
+      for (int64_t i = lane; i < dk; i += 32) {
+        const float x = silu_f(src[i]);
+        ss += x * x;
+      }
+      ss = warp_sum(ss);
+      const float f = (warp == 0 ? q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
+      for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(src[i]) * f;
+    } else if (threadIdx.x == 64) {
+      const float b_raw = row[2 * key_dim + 2 * value_dim + h], a_raw = row[2 * key_dim + 2 * value_dim + H + h];
+      beta[b * H + h] = 1.0f / (1.0f + expf(-b_raw));
+      const float x = a_raw + dt_bias[h];
+      const float softplus = x > 20.0f ? x : log1pf(expf(x));
+      g[b * H + h] = -expf(A_log[h]) * softplus;
+    }
+    return;
+  }
+  const int64_t i = (int64_t(blockIdx.x) - H) * blockDim.x + threadIdx.x;
+  if (i < 2 * value_dim) {
+    const float x = row[2 * key_dim + i];
+    if (i < value_dim) u[b * value_dim + i] = x;
+    else gate[b * value_dim + (i - value_dim)] = x;
+  } else if (i < 2 * value_dim + gh) {
+    const int64_t j = i - 2 * value_dim;
+    hidden[b * gh + j] = silu_f(row[2 * key_dim + 2 * value_dim + 2 * H + j]);
+  }
+}
+
 }  // namespace
+
+void jet_decode_prep(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
+                     const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
+                     float* hidden, float* beta, float* g) {
+  JETLM_ASSERT(H >= 1 && dk >= 1 && dv >= 1 && gh >= 0 && B <= 65535);
+  if (B == 0) return;
+  const int64_t N = 2 * H * dk + 2 * H * dv + 2 * H + gh;
+  const int64_t rest_blocks = (2 * H * dv + gh + kThreads - 1) / kThreads;
+  const dim3 grid{unsigned(H + rest_blocks), unsigned(B)};
+  jet_decode_prep_kernel<<<grid, kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k, u,
+                                                          gate, hidden, beta, g);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
 
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out) {
   JETLM_ASSERT(T >= 0 && E.cols > 0);

@@ -1,6 +1,7 @@
 // Ops of the batched GPU engine (cuda_model.cpp): per-row RoPE positions, KV writes and reads
 // through the paged pool or the SWA ring, split-KV decode attention over a batch of sequences of
 // different lengths, the batched dynamic-conv step, and sampling on the device.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -57,9 +58,17 @@ __global__ void rope_at_kernel(float* x, int64_t T, int64_t H, int64_t hd, const
 }
 
 // ---- KV writes / reads ------------------------------------------------------------------------------
+// Cache elements: float32 or bf16 (KT); arithmetic is float32 either way.
+__device__ __forceinline__ float kv_to_float(float x) { return x; }
+__device__ __forceinline__ float kv_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename KT> __device__ __forceinline__ KT kv_from_float(float x);
+template <> __device__ __forceinline__ float kv_from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 kv_from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
 // Row t of k/v goes to (slot, pos) = (slots ? slots[t] : slot0, positions ? positions[t] : pos0 + t).
 // Ring layouts only take rows t >= first (earlier rows would be overwritten by later ones anyway,
 // and two threads must not race on one ring row).
+template <typename KT>
 __global__ void kv_append_kernel(KvLayout L, const float* k, const float* v, int64_t T, const int32_t* slots,
                                  int64_t slot0, const int32_t* positions, int64_t pos0, int64_t first) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -69,17 +78,18 @@ __global__ void kv_append_kernel(KvLayout L, const float* k, const float* v, int
   const int64_t slot = slots ? slots[t] : slot0;
   const int64_t pos = positions ? positions[t] : pos0 + t;
   const int64_t off = kv_offset(L, slot, pos) + c;
-  L.k[off] = k[idx];
-  L.v[off] = v[idx];
+  static_cast<KT*>(L.k)[off] = kv_from_float<KT>(k[idx]);
+  static_cast<KT*>(L.v)[off] = kv_from_float<KT>(v[idx]);
 }
 
+template <typename KT>
 __global__ void kv_gather_kernel(KvLayout L, int64_t slot, int64_t pos_lo, int64_t n, float* k_out, float* v_out) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * L.row) return;
   const int64_t t = idx / L.row, c = idx % L.row;
   const int64_t off = kv_offset(L, slot, pos_lo + t) + c;
-  k_out[idx] = L.k[off];
-  v_out[idx] = L.v[off];
+  k_out[idx] = kv_to_float(static_cast<const KT*>(L.k)[off]);
+  v_out[idx] = kv_to_float(static_cast<const KT*>(L.v)[off]);
 }
 
 // ---- decode attention ----------------------------------------------------------------------------------
@@ -103,8 +113,10 @@ struct DecodeParams {
   float scale_log2;
 };
 
-template <int DPL>
+template <int DPL, typename KT>
 __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(DecodeParams p) {
+  const KT* kcache = static_cast<const KT*>(p.kv.k);
+  const KT* vcache = static_cast<const KT*>(p.kv.v);
   constexpr int HDP = 32 * DPL;
   __shared__ float q_s[kMaxGroup][HDP];
   __shared__ float red_ml[kDecodeWarps][kMaxGroup][2];
@@ -145,8 +157,8 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(Dec
 #pragma unroll
       for (int i = 0; i < DPL; ++i) {
         const int d = lane + 32 * i;
-        kr[u][i] = ok && d < p.hd ? p.kv.k[off + d] : 0.0f;
-        vr[u][i] = ok && d < p.hd ? p.kv.v[off + d] : 0.0f;
+        kr[u][i] = ok && d < p.hd ? kv_to_float(kcache[off + d]) : 0.0f;
+        vr[u][i] = ok && d < p.hd ? kv_to_float(vcache[off + d]) : 0.0f;
       }
     }
 #pragma unroll
@@ -236,8 +248,191 @@ __global__ void attention_merge_kernel(DecodeParams p) {
 template <int DPL>
 void launch_decode(const DecodeParams& p, int64_t B) {
   const dim3 grid(unsigned(p.splits), unsigned(p.Hkv), unsigned(B));
-  attention_decode_kernel<DPL><<<grid, 32 * kDecodeWarps, 0, stream()>>>(p);
+  if (p.kv.dtype == DType::BF16)
+    attention_decode_kernel<DPL, __nv_bfloat16><<<grid, 32 * kDecodeWarps, 0, stream()>>>(p);
+  else
+    attention_decode_kernel<DPL, float><<<grid, 32 * kDecodeWarps, 0, stream()>>>(p);
   JETLM_CUDA_CHECK_LAUNCH();
+}
+
+// ---- decode attention on tensor cores (bf16 cache, hd 64 or 128) ------------------------------------
+// Grid (splits / 4, Hkv, B), 4 warps; every WARP owns one split (split index 4 * blockIdx.x + warp)
+// and walks it in blocks of 16 keys with mma.sync m16n8k16 (bf16 in, float32 accumulate):
+//   S [16 rows, 16 keys] = Q [16 rows, hd] K^T     rows = the GQA group's query heads, zero-padded
+//   O [16 rows, hd]     += P [16 rows, 16 keys] V   P = exp2(S - running max) in bf16
+// Fragments come straight from global memory into registers (no shared-memory staging): a dot
+// product does not care how the head dims are ordered, so Q and K use one permutation of the
+// dims that lets each thread load 16-byte runs of its key row: thread (g = lane/4, c = lane%4)
+// holds K words P(c, h) = (h/4)*16 + c*4 + h%4 of key g, h = 0..hd/8-1, and word h serves k-step
+// h/2, register h%2. For P V the thread needs keys 2c, 2c+1, 2c+8, 2c+9 at one dim per n-tile:
+// it loads dims (u*8 + g)*8 .. +7 of those four V rows (u < hd/64) and pairs the two keys of a
+// register with a byte permute; n-tile nt is dim ((nt/8)*8 + n)*8 + nt%8 for output column n.
+constexpr int kTcDecodeWarps = 4;
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint4 load_stream16(const __nv_bfloat16* p) {
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
+
+template <int HD>
+__global__ void __launch_bounds__(32 * kTcDecodeWarps) attention_decode_tc_kernel(DecodeParams p) {
+  static_assert(HD == 64 || HD == 128);
+  constexpr int KSTEPS = HD / 16;  // k-steps of Q K^T
+  constexpr int KW = HD / 8;       // K words a thread holds per key (HD/2 words per row, 4 threads)
+  constexpr int VU = HD / 64;      // 16-byte V loads per thread per row
+  constexpr int NT = HD / 8;       // n-tiles of P V
+  __shared__ uint32_t q_s[16][HD / 2];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int64_t kh = blockIdx.y, b = blockIdx.z;
+  const int G = int(p.group);
+  const int split = blockIdx.x * kTcDecodeWarps + warp;
+  const int64_t len = p.lengths[b], slot = p.slots[b];
+  const int64_t lo_all = p.window > 0 ? max(int64_t(0), len - p.window) : int64_t(0);
+  const int64_t s_lo = max(lo_all, int64_t(split) * p.keys_per_split);
+  const int64_t s_hi = min(len, int64_t(split + 1) * p.keys_per_split);
+  const __nv_bfloat16* kcache = static_cast<const __nv_bfloat16*>(p.kv.k);
+  const __nv_bfloat16* vcache = static_cast<const __nv_bfloat16*>(p.kv.v);
+
+  // Q rows (pre-scaled into the log2 domain) as bf16 pairs, permuted: word w = P(c, h) of row r.
+  for (int i = threadIdx.x; i < 16 * HD / 2; i += blockDim.x) {
+    const int r = i / (HD / 2), w = i % (HD / 2);
+    float x0 = 0.0f, x1 = 0.0f;
+    if (r < G) {
+      const float* qr = p.q + (b * p.Hq + kh * G + r) * HD;
+      x0 = qr[2 * w] * p.scale_log2;
+      x1 = qr[2 * w + 1] * p.scale_log2;
+    }
+    q_s[r][w] = pack_bf16x2(x0, x1);
+  }
+  __syncthreads();
+  auto perm_word = [&](int h) { return (h / 4) * 16 + c * 4 + h % 4; };
+  uint32_t qa[KSTEPS][4];
+#pragma unroll
+  for (int j = 0; j < KSTEPS; ++j) {
+    qa[j][0] = q_s[g][perm_word(2 * j)];
+    qa[j][1] = q_s[g + 8][perm_word(2 * j)];
+    qa[j][2] = q_s[g][perm_word(2 * j + 1)];
+    qa[j][3] = q_s[g + 8][perm_word(2 * j + 1)];
+  }
+
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g and g + 8
+
+  for (int64_t s0 = s_lo; s0 < s_hi; s0 += 16) {
+    // K rows s0 + g and s0 + 8 + g; V rows s0 + 2c, 2c+1, 2c+8, 2c+9 (zeros past s_hi).
+    uint32_t kw[2][KW];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      const int64_t s = s0 + t * 8 + g;
+      if (s < s_hi) {
+        const __nv_bfloat16* row = kcache + kv_offset(p.kv, slot, s) + kh * HD + c * 8;
+#pragma unroll
+        for (int i = 0; i < KW / 4; ++i) {
+          const uint4 x = load_stream16(row + i * 32);
+          kw[t][4 * i] = x.x, kw[t][4 * i + 1] = x.y, kw[t][4 * i + 2] = x.z, kw[t][4 * i + 3] = x.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < KW; ++i) kw[t][i] = 0u;
+      }
+    }
+    uint32_t vw[4][VU * 4];
+#pragma unroll
+    for (int rr = 0; rr < 4; ++rr) {
+      const int64_t s = s0 + 2 * c + (rr & 1) + (rr >> 1) * 8;
+      if (s < s_hi) {
+        const __nv_bfloat16* row = vcache + kv_offset(p.kv, slot, s) + kh * HD + g * 8;
+#pragma unroll
+        for (int u = 0; u < VU; ++u) {
+          const uint4 x = load_stream16(row + u * 64);
+          vw[rr][4 * u] = x.x, vw[rr][4 * u + 1] = x.y, vw[rr][4 * u + 2] = x.z, vw[rr][4 * u + 3] = x.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < VU * 4; ++i) vw[rr][i] = 0u;
+      }
+    }
+
+    float sc[2][4];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      sc[t][0] = sc[t][1] = sc[t][2] = sc[t][3] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < KSTEPS; ++j) mma_bf16_16816(sc[t], qa[j], kw[t][2 * j], kw[t][2 * j + 1]);
+      const int64_t key = s0 + t * 8 + 2 * c;
+      if (key >= s_hi) sc[t][0] = sc[t][2] = -INFINITY;
+      if (key + 1 >= s_hi) sc[t][1] = sc[t][3] = -INFINITY;
+    }
+    float mx0 = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
+    float mx1 = fmaxf(fmaxf(sc[0][2], sc[0][3]), fmaxf(sc[1][2], sc[1][3]));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);  // finite: key s0 is valid
+    const float corr0 = exp2f(m0 - mn0), corr1 = exp2f(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    float pr[2][4];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+      pr[t][0] = exp2f(sc[t][0] - mn0);
+      pr[t][1] = exp2f(sc[t][1] - mn0);
+      pr[t][2] = exp2f(sc[t][2] - mn1);
+      pr[t][3] = exp2f(sc[t][3] - mn1);
+    }
+    l0 = l0 * corr0 + (pr[0][0] + pr[0][1] + pr[1][0] + pr[1][1]);
+    l1 = l1 * corr1 + (pr[0][2] + pr[0][3] + pr[1][2] + pr[1][3]);
+    const uint32_t pa[4] = {pack_bf16x2(pr[0][0], pr[0][1]), pack_bf16x2(pr[0][2], pr[0][3]),
+                            pack_bf16x2(pr[1][0], pr[1][1]), pack_bf16x2(pr[1][2], pr[1][3])};
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      o[nt][0] *= corr0;
+      o[nt][1] *= corr0;
+      o[nt][2] *= corr1;
+      o[nt][3] *= corr1;
+      const int word = (nt / 8) * 4 + (nt % 8) / 2;
+      const unsigned sel = (nt % 2) ? 0x7632u : 0x5410u;
+      const uint32_t b0 = __byte_perm(vw[0][word], vw[1][word], sel);
+      const uint32_t b1 = __byte_perm(vw[2][word], vw[3][word], sel);
+      mma_bf16_16816(o[nt], pa, b0, b1);
+    }
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = g + 8 * half;
+    if (r >= G) continue;
+    const int64_t idx = (b * p.Hq + kh * G + r) * p.splits + split;
+    float* acc = p.part_acc + idx * HD;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int d0 = ((nt / 8) * 8 + 2 * c) * 8 + nt % 8;  // column 2c; column 2c + 1 is 8 dims on
+      acc[d0] = o[nt][2 * half];
+      acc[d0 + 8] = o[nt][2 * half + 1];
+    }
+    if (c == 0) {
+      p.part_ml[idx * 2] = half ? m1 : m0;
+      p.part_ml[idx * 2 + 1] = half ? l1 : l0;
+    }
+  }
 }
 
 // ---- dynamic conv step --------------------------------------------------------------------------------
@@ -396,9 +591,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
   if (threadIdx.x == 0) out[b] = best_i;
 }
 
-__global__ void fill_uniform_kernel(float* x, int64_t n, float scale, uint64_t seed) {
+template <typename T>
+__global__ void fill_uniform_kernel(T* x, int64_t n, float scale, uint64_t seed) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f);
+  if (i < n) x[i] = kv_from_float<T>(scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f));
 }
 
 struct SplitParams {
@@ -434,9 +630,16 @@ void split_columns(const float* y, int64_t T, int64_t N, std::initializer_list<C
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-void fill_uniform(float* x, int64_t n, float scale, uint64_t seed) {
+void fill_uniform(float* x, int64_t n, float scale, uint64_t seed) { fill_uniform(x, DType::F32, n, scale, seed); }
+
+void fill_uniform(void* x, DType dtype, int64_t n, float scale, uint64_t seed) {
+  JETLM_ASSERT(dtype == DType::F32 || dtype == DType::BF16, "fill_uniform: f32 or bf16");
   if (n == 0) return;
-  fill_uniform_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, n, scale, seed);
+  if (dtype == DType::BF16)
+    fill_uniform_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<__nv_bfloat16*>(x), n, scale,
+                                                                            seed);
+  else
+    fill_uniform_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(static_cast<float*>(x), n, scale, seed);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -452,14 +655,25 @@ void kv_append(const KvLayout& L, const float* k, const float* v, int64_t T, con
                const int32_t* positions, int64_t pos0) {
   if (T == 0) return;
   const int64_t first = (L.ring > 0 && !slots && !positions) ? std::max<int64_t>(0, T - L.ring) : 0;
-  kv_append_kernel<<<blocks_for(T * L.row, kThreads), kThreads, 0, stream()>>>(L, k, v, T, slots, slot0, positions,
-                                                                               pos0, first);
+  JETLM_ASSERT(L.dtype == DType::F32 || L.dtype == DType::BF16, "kv_append: cache must be f32 or bf16");
+  if (L.dtype == DType::BF16)
+    kv_append_kernel<__nv_bfloat16><<<blocks_for(T * L.row, kThreads), kThreads, 0, stream()>>>(
+        L, k, v, T, slots, slot0, positions, pos0, first);
+  else
+    kv_append_kernel<float><<<blocks_for(T * L.row, kThreads), kThreads, 0, stream()>>>(L, k, v, T, slots, slot0,
+                                                                                      positions, pos0, first);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
 void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float* k_out, float* v_out) {
   if (n == 0) return;
-  kv_gather_kernel<<<blocks_for(n * L.row, kThreads), kThreads, 0, stream()>>>(L, slot, pos_lo, n, k_out, v_out);
+  JETLM_ASSERT(L.dtype == DType::F32 || L.dtype == DType::BF16, "kv_gather: cache must be f32 or bf16");
+  if (L.dtype == DType::BF16)
+    kv_gather_kernel<__nv_bfloat16><<<blocks_for(n * L.row, kThreads), kThreads, 0, stream()>>>(L, slot, pos_lo, n,
+                                                                                               k_out, v_out);
+  else
+    kv_gather_kernel<float><<<blocks_for(n * L.row, kThreads), kThreads, 0, stream()>>>(L, slot, pos_lo, n, k_out,
+                                                                                       v_out);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -477,6 +691,7 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   JETLM_ASSERT(hd >= 1 && hd <= 256, "attention_decode: head dim <= 256");
   JETLM_ASSERT(splits >= 1 && B <= 65535 && Hkv <= 65535);
   JETLM_ASSERT(kv.ring == 0 || (window > 0 && window <= kv.ring), "attention_decode: a ring needs window <= ring");
+  JETLM_ASSERT(kv.dtype == DType::F32 || kv.dtype == DType::BF16, "attention_decode: cache must be f32 or bf16");
   if (B == 0) return;
   DecodeParams p;
   p.q = q;
@@ -489,16 +704,28 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   p.hd = hd;
   p.group = Hq / Hkv;
   p.window = window;
-  p.splits = splits;
-  p.keys_per_split = (context_limit + splits - 1) / splits;
+  // Tensor cores: every warp of a block is a split of its own.
+  const bool tc = kv.dtype == DType::BF16 && (hd == 64 || hd == 128);
+  p.splits = tc ? splits * kTcDecodeWarps : splits;
+  p.keys_per_split = (context_limit + p.splits - 1) / p.splits;
   p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
-  const size_t rows = size_t(B * Hq * splits);
+  const size_t rows = size_t(B * Hq * p.splits);
   p.part_acc = static_cast<float*>(detail::workspace(8, rows * size_t(hd) * sizeof(float)));
   p.part_ml = static_cast<float*>(detail::workspace(9, rows * 2 * sizeof(float)));
-  if (hd <= 32) launch_decode<1>(p, B);
-  else if (hd <= 64) launch_decode<2>(p, B);
-  else if (hd <= 128) launch_decode<4>(p, B);
-  else launch_decode<8>(p, B);
+  if (tc) {
+    const dim3 grid{unsigned(splits), unsigned(Hkv), unsigned(B)};
+    if (hd == 64) attention_decode_tc_kernel<64><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
+    else attention_decode_tc_kernel<128><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
+    JETLM_CUDA_CHECK_LAUNCH();
+  } else if (hd <= 32) {
+    launch_decode<1>(p, B);
+  } else if (hd <= 64) {
+    launch_decode<2>(p, B);
+  } else if (hd <= 128) {
+    launch_decode<4>(p, B);
+  } else {
+    launch_decode<8>(p, B);
+  }
   attention_merge_kernel<<<dim3(unsigned(Hq), unsigned(B)), 128, 0, stream()>>>(p);
   JETLM_CUDA_CHECK_LAUNCH();
 }

@@ -26,13 +26,27 @@ namespace {
 // of S in registers for all T tokens: the state is read and written once.
 // MaxThreads: 256 (dk <= 256, the usual case: room for the 32 state registers per thread without
 // spills) or 1024 (dk up to 1024, registers capped at 64).
-template <int MaxThreads>
+// Decode with the dynamic conv fused in (CONV): v of (sequence b, channel h*dv + j) is
+// silu(sum_i kernel[c, i] hist_i) over the conv state and u, computed by warp 0's lane j (each
+// channel belongs to one block) exactly as dconv_step_kernel does, which also shifts the state.
+struct ConvStep {
+  const float* u = nullptr;       // [B, H*dv] pre-conv values
+  const float* kernel = nullptr;  // [B, H*dv, K]
+  float* pool = nullptr;          // conv states, [slots, K-1, H*dv]
+  int K = 0;
+};
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+
+template <int MaxThreads, bool CONV = false>
 __global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                              const float* __restrict__ v, const float* __restrict__ g,
                                                              const float* __restrict__ beta, int64_t T, int64_t H,
                                                              int64_t dk, int64_t dv, float* __restrict__ S,
-                                                             float* __restrict__ o, const int32_t* __restrict__ slots) {
+                                                             float* __restrict__ o, const int32_t* __restrict__ slots,
+                                                             ConvStep conv = {}) {
   extern __shared__ float sm[];
+  __shared__ float v_s[32];
   const int warps = blockDim.x / 32;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* k_s = sm;                  // [warps * 32]
@@ -58,6 +72,27 @@ __global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* 
       k_s[i] = i < dk ? k[(t * H + h) * dk + i] : 0.0f;
       q_s[i] = i < dk ? q[(t * H + h) * dk + i] : 0.0f;
     }
+    if constexpr (CONV) {
+      if (warp == 0 && col_ok) {  // T == 1: t == b
+        const int64_t C = H * dv, c = h * dv + j, K = conv.K;
+        float* state = conv.pool + (slots ? int64_t(slots[b]) : b) * (K - 1) * C;
+        const float* ker = conv.kernel + (b * C + c) * K;
+        float hist[kMaxConvTaps];
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 1) hist[i] = state[i * C + c];
+        const float x = conv.u[b * C + c];
+        float acc = ker[K - 1] * x;
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 1) acc += ker[i] * hist[i];
+        v_s[lane] = silu_f(acc);
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 2) state[i * C + c] = hist[i + 1];
+        if (K > 1) state[(K - 2) * C + c] = x;
+      }
+    }
     __syncthreads();
     const float decay = expf(g[t * H + h]);
     const float b = beta[t * H + h];
@@ -70,7 +105,8 @@ __global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* 
     __syncthreads();
     float kS = 0.0f;
     for (int w = 0; w < warps; ++w) kS += red1[w * 32 + lane];
-    const float delta = col_ok ? b * (v[(t * H + h) * dv + j] - decay * kS) : 0.0f;
+    const float vj = CONV ? v_s[lane] : (col_ok ? v[(t * H + h) * dv + j] : 0.0f);
+    const float delta = col_ok ? b * (vj - decay * kS) : 0.0f;
     float po = 0.0f;
 #pragma unroll
     for (int r = 0; r < 32; ++r) {
@@ -521,6 +557,26 @@ void gdn_step(const float* q, const float* k, const float* v, const float* g, co
     gdn_recurrent_kernel<256><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, 1, H, dk, dv, state_pool, o, slots);
   else
     gdn_recurrent_kernel<1024><<<grid, 32 * warps, smem, stream()>>>(q, k, v, g, beta, 1, H, dk, dv, state_pool, o, slots);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void gdn_step_dconv(const float* q, const float* k, const float* u, const float* kernel, int64_t K, float* conv_pool,
+                    const float* g, const float* beta, int64_t B, int64_t H, int64_t dk, int64_t dv, float* state_pool,
+                    const int32_t* slots, float* o) {
+  JETLM_ASSERT(dk >= 1 && dk <= kGdnRecurrentMaxDk && dv >= 1 && H >= 1 && H <= 65535 && B <= 65535,
+               "gdn_step_dconv: dk <= 1024");
+  JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps, "gdn_step_dconv: 1 <= K <= kMaxConvTaps");
+  if (B == 0) return;
+  const int warps = int((dk + 31) / 32);
+  const size_t smem = sizeof(float) * size_t(4 * warps * 32);
+  const dim3 grid(unsigned((dv + 31) / 32), unsigned(H), unsigned(B));
+  const ConvStep conv{u, kernel, conv_pool, int(K)};
+  if (warps <= 8)
+    gdn_recurrent_kernel<256, true><<<grid, 32 * warps, smem, stream()>>>(q, k, nullptr, g, beta, 1, H, dk, dv,
+                                                                          state_pool, o, slots, conv);
+  else
+    gdn_recurrent_kernel<1024, true><<<grid, 32 * warps, smem, stream()>>>(q, k, nullptr, g, beta, 1, H, dk, dv,
+                                                                           state_pool, o, slots, conv);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -11,7 +11,9 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
+#include <string>
 #include <mutex>
 #include <tuple>
 
@@ -82,6 +84,16 @@ template <> __device__ __forceinline__ float scalar_weight(const __nv_bfloat16* 
 template <> __device__ __forceinline__ float scalar_weight(const __half* w, int64_t i) { return __half2float(w[i]); }
 template <> __device__ __forceinline__ float scalar_weight(const int8_t* w, int64_t i) { return float(w[i]); }
 
+// Programmatic dependent launch (sm_90): a GEMV launched with the PDL attribute may start while
+// the kernel before it drains. Weights do not depend on that kernel, so the GEMV issues its first
+// weight loads, then waits here for the producer's results (x) before touching x or y. Without
+// the attribute (or before sm_90) the wait returns at once.
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, int64_t blocks, int64_t col) {
   return __half2float(__ushort_as_half(scales[row * blocks + col / kQ8Block]));
 }
@@ -111,6 +123,7 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
     constexpr int V = Vec<WT>::n;
     constexpr int kUnroll = ROWS >= 4 ? 2 : 8 / ROWS;
     const int64_t nvec = K / V;
+    bool waited = false;
     for (int64_t v0 = lane; v0 < nvec; v0 += 32 * kUnroll) {
       uint4 w[kUnroll][ROWS];
 #pragma unroll
@@ -118,6 +131,10 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
 #pragma unroll
         for (int i = 0; i < ROWS; ++i)
           if (v0 + 32 * u < nvec) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + 32 * u);
+      if (!waited) {  // the first weight loads are in flight
+        wait_for_producer();
+        waited = true;
+      }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int64_t v = v0 + 32 * u;
@@ -146,7 +163,9 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
         }
       }
     }
+    if (!waited) wait_for_producer();
   } else {
+    wait_for_producer();
     for (int64_t c = lane; c < K; c += 32) {
       float w[ROWS];
 #pragma unroll
@@ -171,25 +190,47 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
     }
 }
 
+// PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
+bool use_pdl() {
+  static const bool on = [] {
+    if (const char* env = std::getenv("JETLM_PDL"); env && std::string(env) == "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return on;
+}
+
+template <typename Kernel, typename... Args>
+void launch_gemv_kernel(Kernel kernel, unsigned blocks, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(32 * kWarpsPerBlock);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = use_pdl() ? 1 : 0;
+  JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+
 template <typename WT, int NT>
 void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, float* y) {
   constexpr int V = Vec<WT>::n;
   const bool vec = W.cols % V == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
                    (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  const WT* w = static_cast<const WT*>(W.data);
   // One row per warp for a single token on matrices too small to fill the GPU with 4-row warps.
-  if constexpr (NT == 1) {
-    if (W.rows < 4 * 32 * detail::sm_count()) {
-      gemv_kernel<WT, 1, 1><<<blocks_for(W.rows, kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream()>>>(
-          x, W.rows, W.cols, static_cast<const WT*>(W.data), W.scales, bias, y, vec);
-      JETLM_CUDA_CHECK_LAUNCH();
-      return;
-    }
+  if (NT == 1 && W.rows < 4 * 32 * detail::sm_count()) {
+    launch_gemv_kernel(gemv_kernel<WT, 1, 1>, blocks_for(W.rows, kWarpsPerBlock), x, W.rows, W.cols, w, W.scales,
+                       bias, y, vec);
+    return;
   }
-  {
-    gemv_kernel<WT, NT, 4><<<blocks_for(W.rows, 4 * kWarpsPerBlock), 32 * kWarpsPerBlock, 0, stream()>>>(
-        x, W.rows, W.cols, static_cast<const WT*>(W.data), W.scales, bias, y, vec);
-  }
-  JETLM_CUDA_CHECK_LAUNCH();
+  launch_gemv_kernel(gemv_kernel<WT, NT, 4>, blocks_for(W.rows, 4 * kWarpsPerBlock), x, W.rows, W.cols, w, W.scales,
+                     bias, y, vec);
 }
 
 template <typename WT>

@@ -148,19 +148,29 @@ void gdn_recurrent(const float* q, const float* k, const float* v, const float* 
 void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
                int64_t T, int64_t H, float* beta, float* g);
 void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps);
+// The JetBlock's work between its stacked input projection and the w2 GEMV, in one launch (the
+// same float32 arithmetic as split_columns, silu, l2norm_rows and jet_gates in sequence).
+// fused [B, N], each row q [H*dk] | k [H*dk] | u [H*dv] | gate [H*dv] | b [H] | a [H] | hidden [gh]
+// (N = 2 H dk + 2 H dv + 2 H + gh). Out: q = l2norm(silu(q)) / sqrt(dk), k = l2norm(silu(k))
+// [B, H, dk]; u, gate copied [B, H*dv]; hidden = silu(hidden) [B, gh]; beta, g [B, H].
+void jet_decode_prep(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
+                     const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
+                     float* hidden, float* beta, float* g);
 
 // ---- batched engine ops (engine_ops.cu, gdn.cu): the decode step over B sequences in slots ------
 
 // Where one layer's K/V rows live. Paged (ring == 0): row of (slot, pos) is
 // page_table[slot * pages_per_seq + pos / page_size] * page_size + pos % page_size in k/v
 // [n_pages * page_size, row]. Ring (SWA, ring = W): row slot * W + pos % W in k/v [slots * W, row].
+// Elements are float32 or bf16 (`dtype`); writers round to it, readers widen to float32.
 struct KvLayout {
-  float* k = nullptr;
-  float* v = nullptr;
-  int64_t row = 0;  // Hkv * hd floats
+  void* k = nullptr;
+  void* v = nullptr;
+  int64_t row = 0;  // Hkv * hd elements
   const int32_t* page_table = nullptr;  // device [slots, pages_per_seq]
   int64_t page_size = 0, pages_per_seq = 0;
   int64_t ring = 0;
+  DType dtype = DType::F32;  // F32 or BF16
 };
 
 // Per-row sampling parameters (device array, one per sequence). temperature <= 0: greedy.
@@ -180,6 +190,7 @@ double measure_read_bandwidth_gb_s(size_t bytes = size_t(2) << 30);
 
 // x[n] = uniform in [-scale, scale) from a counter-based hash of (seed, i): benchmark caches.
 void fill_uniform(float* x, int64_t n, float scale, uint64_t seed);
+void fill_uniform(void* x, DType dtype, int64_t n, float scale, uint64_t seed);  // dtype F32 or BF16
 // rope with positions[T] (device) instead of pos0 + t.
 void rope_at(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions, double theta);
 // Writes rows k/v [T, row] to (slots[t] or slot0, positions[t] or pos0 + t).
@@ -190,6 +201,8 @@ void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float
 // Decode attention: q [B, Hq, hd], sequence b has lengths[b] keys (its own included) in slot slots[b];
 // o [B, Hq, hd]. Splits of ceil(context_limit / splits) keys run in parallel (a fixed grid for
 // any lengths, so a captured CUDA graph stays valid); GQA group <= 8, hd <= 256.
+// A bf16 cache with hd 64 or 128 runs on tensor cores (bf16 q and probabilities, float32
+// accumulation and softmax: ~1e-3..1e-2 normalised error); otherwise CUDA cores in float32.
 int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit);
 void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, const int32_t* lengths, int64_t B,
                       int64_t Hq, int64_t Hkv, int64_t hd, int64_t window, int64_t context_limit, int splits,
@@ -216,6 +229,11 @@ void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64
 // state of sequence b is state_pool + slots[b] * H * dk * dv, read and written once, in place.
 void gdn_step(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t B,
               int64_t H, int64_t dk, int64_t dv, float* state_pool, const int32_t* slots, float* o);
+// dconv_step then gdn_step in one launch (the same float32 arithmetic): v = dconv of u [B, H*dv]
+// with kernel [B, H*dv, K] and the conv states of conv_pool, updated in place.
+void gdn_step_dconv(const float* q, const float* k, const float* u, const float* kernel, int64_t K, float* conv_pool,
+                    const float* g, const float* beta, int64_t B, int64_t H, int64_t dk, int64_t dv, float* state_pool,
+                    const int32_t* slots, float* o);
 // out[b] = a token drawn from logits[b, :V] with params[b] (all device pointers).
 void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out);
 
