@@ -126,6 +126,44 @@ TEST_F(CudaOps, Matmul) {
       }
 }
 
+// matmul_swiglu on gate/up rows interleaved equals silu(x gate^T) * (x up^T) of the reference.
+TEST_F(CudaOps, MatmulSwiglu) {
+  std::mt19937 rng(11);
+  for (DType dtype : {DType::F32, DType::BF16, DType::I8})
+    for (int64_t T : {1, 3, 8, 9, 70})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {37, 96}, {300, 64}, {128, 1536}}) {
+        StoredMatrix G = make_matrix(rng, rows, cols, dtype), U = make_matrix(rng, rows, cols, dtype);
+        // Interleave the stored rows (and q8 scales) as the engine does.
+        const size_t esize = dtype_size(G.view.dtype), row_bytes = size_t(cols) * esize;
+        const size_t blocks = size_t(q8_blocks(cols));
+        std::vector<uint8_t> data(size_t(2 * rows) * row_bytes);
+        std::vector<uint16_t> scales(G.view.scales ? size_t(2 * rows) * blocks : 0);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int part = 0; part < 2; ++part) {
+            const Matrix& m = part == 0 ? G.view : U.view;
+            std::memcpy(data.data() + size_t(2 * r + part) * row_bytes,
+                        static_cast<const uint8_t*>(m.data) + size_t(r) * row_bytes, row_bytes);
+            if (!scales.empty())
+              std::memcpy(scales.data() + size_t(2 * r + part) * blocks, m.scales + size_t(r) * blocks, blocks * 2);
+          }
+        const Matrix both{data.data(), G.view.dtype, 2 * rows, cols, scales.empty() ? nullptr : scales.data()};
+        cuda::MatrixBuffer Wd = cuda::upload(both);
+        std::vector<float> x = random_vector(rng, size_t(T * cols));
+        auto xd = dev(x);
+        auto yd = poisoned(size_t(T * rows));
+        cuda::matmul_swiglu(xd.data(), T, Wd.view, yd.data());
+        std::vector<float> g(size_t(T * rows)), u(g.size()), expected(g.size());
+        ref::matmul(x.data(), T, G.view, nullptr, g.data());
+        ref::matmul(x.data(), T, U.view, nullptr, u.data());
+        ref::silu_mul(g.data(), u.data(), int64_t(g.size()), expected.data());
+        const bool half_acts = T > cuda::kGemvMaxT && dtype != DType::F32;
+        const double tol = half_acts ? kTolHalf : kTolAcc;
+        EXPECT_LT(record(std::string("matmul_swiglu ") + dtype_name(dtype), normalized_error(host(yd), expected), tol),
+                  tol)
+            << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
+      }
+}
+
 TEST_F(CudaOps, Embedding) {
   std::mt19937 rng(2);
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::I8}) {

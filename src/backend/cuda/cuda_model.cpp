@@ -20,7 +20,7 @@ struct CudaModel::DeviceLayer {
   const float* input_norm = nullptr;
   const float* post_norm = nullptr;
   DeviceMatrix gate, up, down;
-  DeviceMatrix gate_up;  // [2I, D] stacked (empty when not fused); gate/up are views into it
+  DeviceMatrix gate_up;  // [2I, D] gate/up rows interleaved (empty when not: then gate/up on their own)
   // attn / swa
   DeviceMatrix qkv;      // [Hq*hd + 2*Hkv*hd, D] stacked q/k/v (views q, k, v)
   const float* qkv_bias = nullptr;
@@ -141,6 +141,30 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
     }
     return fused;
   };
+  // The MLP's gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i) for matmul_swiglu, whose
+  // GEMV finishes both rows of a pair in one warp and writes silu(gate) * up. Empty (and gate/up
+  // uploaded on their own) when the two differ in dtype or shape.
+  auto interleave = [&](const Matrix& a, const Matrix& b, DeviceMatrix* view_a, DeviceMatrix* view_b) -> DeviceMatrix {
+    if (a.data == nullptr || b.data == nullptr || a.dtype != b.dtype || a.rows != b.rows || a.cols != b.cols) {
+      *view_a = mat(a);
+      *view_b = mat(b);
+      return {};
+    }
+    const size_t esize = dtype_size(a.dtype), row_bytes = size_t(a.cols) * esize, blocks = size_t(q8_blocks(a.cols));
+    std::vector<uint8_t> data(size_t(2 * a.rows) * row_bytes);
+    std::vector<uint16_t> scales(a.dtype == DType::I8 ? size_t(2 * a.rows) * blocks : 0);
+    for (int64_t r = 0; r < a.rows; ++r) {
+      for (int part = 0; part < 2; ++part) {
+        const Matrix& m = part == 0 ? a : b;
+        std::memcpy(data.data() + size_t(2 * r + part) * row_bytes, static_cast<const uint8_t*>(m.data) + r * row_bytes,
+                    row_bytes);
+        if (!scales.empty())
+          std::memcpy(scales.data() + size_t(2 * r + part) * blocks, m.scales + size_t(r) * blocks, blocks * 2);
+      }
+    }
+    const Matrix whole{data.data(), a.dtype, 2 * a.rows, a.cols, scales.empty() ? nullptr : scales.data()};
+    return mat(whole);
+  };
   auto concat = [&](std::initializer_list<const std::vector<float>*> parts) -> const float* {
     std::vector<float> all;
     for (const std::vector<float>* v : parts) {
@@ -167,7 +191,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
     d.kind = L.kind;
     d.input_norm = vec(L.input_norm);
     d.post_norm = vec(L.post_norm);
-    d.gate_up = fuse({{&L.gate, &d.gate}, {&L.up, &d.up}});
+    d.gate_up = interleave(L.gate, L.up, &d.gate, &d.up);
     d.down = mat(L.down);
     if (L.kind == LayerKind::Jet) {
       d.in_proj = fuse({{&L.jet.q, &d.jq}, {&L.jet.k, &d.jk}, {&L.jet.v, &d.jv}, {&L.jet.g, &d.jg},
@@ -488,9 +512,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());
     }
     add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
-    matmul(s.normed.data(), T, d.gate, nullptr, s.mlp_gate.data());
-    matmul(s.normed.data(), T, d.up, nullptr, s.mlp_up.data());
-    silu_mul(s.mlp_gate.data(), s.mlp_up.data(), T * c.intermediate, s.mlp_gate.data());
+    mlp_gate_up(d, s.normed.data(), T);
     matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
     if (il + 1 < c.n_layers)
       add_rmsnorm(s.x.data(), s.branch.data(), T, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());
@@ -529,6 +551,15 @@ void CudaModel::prefill(int slot, const int32_t* ids, int64_t T, float* last_log
   n_past_[size_t(slot)] = pos0 + T;
   if (last_logits) copy_to_host(last_logits, scratch_->logits.data(), sizeof(float) * size_t(c.vocab));
   else synchronize();
+}
+
+// mlp_gate [R, I] = silu(x gate^T) * (x up^T).
+void CudaModel::mlp_gate_up(const DeviceLayer& d, const float* x, int64_t R) {
+  Scratch& s = *scratch_;
+  if (d.gate_up.data) return matmul_swiglu(x, R, d.gate_up, s.mlp_gate.data());
+  matmul(x, R, d.gate, nullptr, s.mlp_gate.data());
+  matmul(x, R, d.up, nullptr, s.mlp_up.data());
+  silu_mul(s.mlp_gate.data(), s.mlp_up.data(), R * config_.intermediate, s.mlp_gate.data());
 }
 
 // ---- decode: B slots, one token each --------------------------------------------------------------
@@ -595,14 +626,7 @@ void CudaModel::decode_layers(int64_t B) {
       matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
     }
     add_rmsnorm(s.x.data(), s.branch.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
-    if (d.gate_up.data) {
-      matmul(s.normed.data(), B, d.gate_up, nullptr, s.fused.data());
-      split_columns(s.fused.data(), B, d.gate_up.rows, {{s.mlp_gate.data(), c.intermediate}, {s.mlp_up.data(), c.intermediate}});
-    } else {
-      matmul(s.normed.data(), B, d.gate, nullptr, s.mlp_gate.data());
-      matmul(s.normed.data(), B, d.up, nullptr, s.mlp_up.data());
-    }
-    silu_mul(s.mlp_gate.data(), s.mlp_up.data(), B * c.intermediate, s.mlp_gate.data());
+    mlp_gate_up(d, s.normed.data(), B);
     matmul(s.mlp_gate.data(), B, d.down, nullptr, s.branch.data());
     if (il + 1 < c.n_layers)
       add_rmsnorm(s.x.data(), s.branch.data(), B, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());

@@ -85,7 +85,8 @@ class CudaModel final : public BatchBackend {
   void reserve_pages(int slot, int64_t n_tokens);  // pages for positions < n_tokens
   void upload_page_rows(const std::vector<int>& slots);
   void forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logits);
-  void decode_layers(int64_t B);  // the captured part: ids/slots/positions already on the device
+  void decode_layers(int64_t B);
+  void mlp_gate_up(const DeviceLayer& d, const float* x, int64_t R);  // the captured part: ids/slots/positions already on the device
   void run_decode(int64_t B);
   KvLayout layout(int il) const;
 

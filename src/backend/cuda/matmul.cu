@@ -102,7 +102,11 @@ __device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, i
 // load serves ROWS rows (the activations come from L1, whose bandwidth, not HBM, limits NT > 1
 // with one row per warp). `vec`: rows 16-byte aligned and K a multiple of the vector width, so
 // the weights stream in 16-byte loads, 8 in flight per lane.
-template <typename WT, int NT, int ROWS>
+__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+
+// SWIGLU: W holds gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i); the warp owns both
+// rows of each pair and writes y[t, i] = silu(gate_i) * up_i into y [T, N/2] (ROWS even).
+template <typename WT, int NT, int ROWS, bool SWIGLU = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
             const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec) {
@@ -181,13 +185,31 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
       }
     }
   }
+  if constexpr (SWIGLU) {
+    static_assert(ROWS % 2 == 0);
 #pragma unroll
-  for (int i = 0; i < ROWS; ++i)
+    for (int i = 0; i < ROWS; i += 2)
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const float s = warp_sum(acc[i][t]);
-      if (lane == 0 && r0 + i < N) y[t * N + r0 + i] = s + (bias ? bias[r0 + i] : 0.0f);
-    }
+      for (int t = 0; t < NT; ++t) {
+        const float gate = warp_sum(acc[i][t]) + (bias ? bias[min(r0 + i, N - 1)] : 0.0f);
+        const float up = warp_sum(acc[i + 1][t]) + (bias ? bias[min(r0 + i + 1, N - 1)] : 0.0f);
+        if (lane == 0 && r0 + i + 1 < N) y[t * (N / 2) + (r0 + i) / 2] = silu_f(gate) * up;
+      }
+  } else {
+#pragma unroll
+    for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const float s = warp_sum(acc[i][t]);
+        if (lane == 0 && r0 + i < N) y[t * N + r0 + i] = s + (bias ? bias[r0 + i] : 0.0f);
+      }
+  }
+}
+
+// y[T, N/2] = silu(y2[:, even]) * y2[:, odd]: the GEMM path of matmul_swiglu.
+__global__ void swiglu_pairs_kernel(const float* __restrict__ y2, int64_t n_half, float* __restrict__ y) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n_half) y[i] = silu_f(y2[2 * i]) * y2[2 * i + 1];
 }
 
 // PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
@@ -217,33 +239,35 @@ void launch_gemv_kernel(Kernel kernel, unsigned blocks, Args... args) {
   JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
-template <typename WT, int NT>
+template <typename WT, int NT, bool SWIGLU>
 void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, float* y) {
   constexpr int V = Vec<WT>::n;
   const bool vec = W.cols % V == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
                    (reinterpret_cast<uintptr_t>(x) % 16) == 0;
   const WT* w = static_cast<const WT*>(W.data);
-  // One row per warp for a single token on matrices too small to fill the GPU with 4-row warps.
+  // One row (a SwiGLU pair: two) per warp for a single token on matrices too small to fill the GPU
+  // with 4-row warps.
   if (NT == 1 && W.rows < 4 * 32 * detail::sm_count()) {
-    launch_gemv_kernel(gemv_kernel<WT, 1, 1>, blocks_for(W.rows, kWarpsPerBlock), x, W.rows, W.cols, w, W.scales,
-                       bias, y, vec);
+    constexpr int kRows = SWIGLU ? 2 : 1;
+    launch_gemv_kernel(gemv_kernel<WT, 1, kRows, SWIGLU>, blocks_for(W.rows, kRows * kWarpsPerBlock), x, W.rows,
+                       W.cols, w, W.scales, bias, y, vec);
     return;
   }
-  launch_gemv_kernel(gemv_kernel<WT, NT, 4>, blocks_for(W.rows, 4 * kWarpsPerBlock), x, W.rows, W.cols, w, W.scales,
-                     bias, y, vec);
+  launch_gemv_kernel(gemv_kernel<WT, NT, 4, SWIGLU>, blocks_for(W.rows, 4 * kWarpsPerBlock), x, W.rows, W.cols, w,
+                     W.scales, bias, y, vec);
 }
 
-template <typename WT>
+template <typename WT, bool SWIGLU = false>
 void launch_gemv(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
   switch (T) {
-    case 1: return launch_gemv_t<WT, 1>(x, W, bias, y);
-    case 2: return launch_gemv_t<WT, 2>(x, W, bias, y);
-    case 3: return launch_gemv_t<WT, 3>(x, W, bias, y);
-    case 4: return launch_gemv_t<WT, 4>(x, W, bias, y);
-    case 5: return launch_gemv_t<WT, 5>(x, W, bias, y);
-    case 6: return launch_gemv_t<WT, 6>(x, W, bias, y);
-    case 7: return launch_gemv_t<WT, 7>(x, W, bias, y);
-    case 8: return launch_gemv_t<WT, 8>(x, W, bias, y);
+    case 1: return launch_gemv_t<WT, 1, SWIGLU>(x, W, bias, y);
+    case 2: return launch_gemv_t<WT, 2, SWIGLU>(x, W, bias, y);
+    case 3: return launch_gemv_t<WT, 3, SWIGLU>(x, W, bias, y);
+    case 4: return launch_gemv_t<WT, 4, SWIGLU>(x, W, bias, y);
+    case 5: return launch_gemv_t<WT, 5, SWIGLU>(x, W, bias, y);
+    case 6: return launch_gemv_t<WT, 6, SWIGLU>(x, W, bias, y);
+    case 7: return launch_gemv_t<WT, 7, SWIGLU>(x, W, bias, y);
+    case 8: return launch_gemv_t<WT, 8, SWIGLU>(x, W, bias, y);
     default: JETLM_ASSERT(false, "GEMV is for T <= kGemvMaxT");
   }
 }
@@ -377,6 +401,27 @@ void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias,
     JETLM_CUDA_CHECK_LAUNCH();
     gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias != nullptr, y + r0, N);
   }
+}
+
+void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y) {
+  JETLM_ASSERT(W.rows % 2 == 0, "matmul_swiglu: W must hold gate/up row pairs");
+  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
+               (W.dtype == DType::I8 && W.scales != nullptr), "matmul_swiglu: unsupported weight dtype");
+  if (T == 0) return;
+  if (T <= kGemvMaxT) {
+    switch (W.dtype) {
+      case DType::F32: return launch_gemv<float, true>(x, T, W, nullptr, y);
+      case DType::BF16: return launch_gemv<__nv_bfloat16, true>(x, T, W, nullptr, y);
+      case DType::F16: return launch_gemv<__half, true>(x, T, W, nullptr, y);
+      default: return launch_gemv<int8_t, true>(x, T, W, nullptr, y);
+    }
+  }
+  // GEMM into scratch (workspace slot 12), then the pairs.
+  auto* y2 = static_cast<float*>(detail::workspace(12, sizeof(float) * size_t(T * W.rows)));
+  matmul(x, T, W, nullptr, y2);
+  const int64_t n_half = T * (W.rows / 2);
+  swiglu_pairs_kernel<<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, y);
+  JETLM_CUDA_CHECK_LAUNCH();
 }
 
 double measure_bf16_gemm_tflops(int64_t n) {

@@ -115,6 +115,10 @@ MatrixBuffer upload(const Matrix& m);
 inline constexpr int64_t kGemvMaxT = 8;
 
 void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
+// The SwiGLU MLP's first half: W [2I, K] holds gate and up rows interleaved (row 2i gate_i, row
+// 2i+1 up_i); y [T, I] = silu(x gate^T) * (x up^T), with matmul's precision per product. T <= 8:
+// the GEMV writes y directly; larger T: a GEMM into scratch, then one elementwise pass.
+void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y);
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out);
 void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out);
 void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);
