@@ -123,7 +123,7 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
     L.page_size = cs.page;
     L.pages_per_seq = pages_per_seq;
     L.ring = cs.ring;
-    for (int splits : {1, 3, cuda::decode_splits(cs.B, cs.Hkv, context)}) {
+    for (int splits : {1, 3, cuda::decode_splits(cs.B, cs.Hkv, context, tc)}) {
       cuda::attention_decode(d_q.data(), L, d_slots.data(), d_len.data(), cs.B, cs.Hq, cs.Hkv, cs.hd, cs.window,
                              context, splits, d_o.data());
       const double err = normalized_error(host(d_o), expected);

@@ -157,7 +157,8 @@ TEST_F(CudaOps, MatmulSwiglu) {
         ref::matmul(x.data(), T, U.view, nullptr, u.data());
         ref::silu_mul(g.data(), u.data(), int64_t(g.size()), expected.data());
         const bool half_acts = T > cuda::kGemvMaxT && dtype != DType::F32;
-        const double tol = half_acts ? kTolHalf : kTolAcc;
+        // silu(g) * u carries the relative errors of both products (silu's slope is below 1.1).
+        const double tol = half_acts ? 2.2 * kTolHalf : kTolAcc;
         EXPECT_LT(record(std::string("matmul_swiglu ") + dtype_name(dtype), normalized_error(host(yd), expected), tol),
                   tol)
             << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;

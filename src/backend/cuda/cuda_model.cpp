@@ -622,7 +622,8 @@ void CudaModel::decode_layers(int64_t B) {
       kv_append(L, s.k.data(), s.v.data(), B, slots, 0, s.positions.data(), 0);
       const int64_t window = d.kind == LayerKind::Swa ? c.swa_window : 0;
       attention_decode(s.q.data(), L, slots, s.lengths.data(), B, Hq, Hkv, hd, window, options_.context_limit,
-                       decode_splits(B, Hkv, options_.context_limit), s.attn.data());
+                       decode_splits(B, Hkv, options_.context_limit, decode_attention_on_tensor_cores(kv_dtype_, hd)),
+                       s.attn.data());
       matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
     }
     add_rmsnorm(s.x.data(), s.branch.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());

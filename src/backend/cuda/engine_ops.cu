@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/cuda_common.h"
 #include "core/error.h"
@@ -285,8 +287,10 @@ __device__ __forceinline__ uint4 load_stream16(const __nv_bfloat16* p) {
   return __ldcs(reinterpret_cast<const uint4*>(p));
 }
 
-template <int HD>
-__global__ void __launch_bounds__(32 * kTcDecodeWarps) attention_decode_tc_kernel(DecodeParams p) {
+// MIN_BLOCKS: resident blocks per SM asked of the register allocator (2: no spills; 3: 168
+// registers, some spills; an A/B knob, JETLM_TC_DECODE_BLOCKS).
+template <int HD, int MIN_BLOCKS>
+__global__ void __launch_bounds__(32 * kTcDecodeWarps, MIN_BLOCKS) attention_decode_tc_kernel(DecodeParams p) {
   static_assert(HD == 64 || HD == 128);
   constexpr int KSTEPS = HD / 16;  // k-steps of Q K^T
   constexpr int KW = HD / 8;       // K words a thread holds per key (HD/2 words per row, 4 threads)
@@ -677,7 +681,18 @@ void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit) {
+bool decode_attention_on_tensor_cores(DType kv_dtype, int64_t hd) {
+  return kv_dtype == DType::BF16 && (hd == 64 || hd == 128);
+}
+
+int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit, bool tensor_cores) {
+  if (tensor_cores) {
+    // Blocks of 4 warp-splits, ~2 resident per SM (register bound): aim at ~4 waves so the last
+    // one's idle SMs cost little, but no warp-split shorter than 256 keys.
+    const int64_t want = (8 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
+    const int64_t most = std::max<int64_t>(1, context_limit / (kTcDecodeWarps * 256));
+    return int(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 256)));
+  }
   // Enough blocks for ~2 waves over the SMs, but no split shorter than 256 keys.
   const int64_t want = (2 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
   const int64_t most = std::max<int64_t>(1, (context_limit + 255) / 256);
@@ -705,7 +720,7 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   p.group = Hq / Hkv;
   p.window = window;
   // Tensor cores: every warp of a block is a split of its own.
-  const bool tc = kv.dtype == DType::BF16 && (hd == 64 || hd == 128);
+  const bool tc = decode_attention_on_tensor_cores(kv.dtype, hd);
   p.splits = tc ? splits * kTcDecodeWarps : splits;
   p.keys_per_split = (context_limit + p.splits - 1) / p.splits;
   p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
@@ -714,8 +729,13 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   p.part_ml = static_cast<float*>(detail::workspace(9, rows * 2 * sizeof(float)));
   if (tc) {
     const dim3 grid{unsigned(splits), unsigned(Hkv), unsigned(B)};
-    if (hd == 64) attention_decode_tc_kernel<64><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
-    else attention_decode_tc_kernel<128><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
+    static const bool three = [] {
+      const char* env = std::getenv("JETLM_TC_DECODE_BLOCKS");
+      return env && std::string(env) == "3";
+    }();
+    if (hd == 64) attention_decode_tc_kernel<64, 2><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
+    else if (three) attention_decode_tc_kernel<128, 3><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
+    else attention_decode_tc_kernel<128, 2><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
     JETLM_CUDA_CHECK_LAUNCH();
   } else if (hd <= 32) {
     launch_decode<1>(p, B);

@@ -207,7 +207,9 @@ void kv_gather(const KvLayout& L, int64_t slot, int64_t pos_lo, int64_t n, float
 // any lengths, so a captured CUDA graph stays valid); GQA group <= 8, hd <= 256.
 // A bf16 cache with hd 64 or 128 runs on tensor cores (bf16 q and probabilities, float32
 // accumulation and softmax: ~1e-3..1e-2 normalised error); otherwise CUDA cores in float32.
-int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit);
+// tensor_cores: decode_attention_on_tensor_cores() for the cache (its blocks are 4 warp-splits).
+int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit, bool tensor_cores = false);
+bool decode_attention_on_tensor_cores(DType kv_dtype, int64_t hd);
 void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, const int32_t* lengths, int64_t B,
                       int64_t Hq, int64_t Hkv, int64_t hd, int64_t window, int64_t context_limit, int splits,
                       float* o);
