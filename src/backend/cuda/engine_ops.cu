@@ -287,8 +287,9 @@ __device__ __forceinline__ uint4 load_stream16(const __nv_bfloat16* p) {
   return __ldcs(reinterpret_cast<const uint4*>(p));
 }
 
-// MIN_BLOCKS: resident blocks per SM asked of the register allocator (2: no spills; 3: 168
-// registers, some spills; an A/B knob, JETLM_TC_DECODE_BLOCKS).
+// MIN_BLOCKS: resident blocks per SM asked of the register allocator. hd 128: 3 (168 registers,
+// ~160 bytes of spills) decodes Jet-Nemotron-2B at 64K 3.6% faster than 2 (198 registers, no
+// spills) on the H100 (docs/performance.md); JETLM_TC_DECODE_BLOCKS=2 selects the other for A/B.
 template <int HD, int MIN_BLOCKS>
 __global__ void __launch_bounds__(32 * kTcDecodeWarps, MIN_BLOCKS) attention_decode_tc_kernel(DecodeParams p) {
   static_assert(HD == 64 || HD == 128);
@@ -687,7 +688,7 @@ bool decode_attention_on_tensor_cores(DType kv_dtype, int64_t hd) {
 
 int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit, bool tensor_cores) {
   if (tensor_cores) {
-    // Blocks of 4 warp-splits, ~2 resident per SM (register bound): aim at ~4 waves so the last
+    // Blocks of 4 warp-splits, 2-3 resident per SM (register bound): aim at ~3-4 waves so the last
     // one's idle SMs cost little, but no warp-split shorter than 256 keys.
     const int64_t want = (8 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
     const int64_t most = std::max<int64_t>(1, context_limit / (kTcDecodeWarps * 256));
@@ -731,7 +732,7 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
     const dim3 grid{unsigned(splits), unsigned(Hkv), unsigned(B)};
     static const bool three = [] {
       const char* env = std::getenv("JETLM_TC_DECODE_BLOCKS");
-      return env && std::string(env) == "3";
+      return !(env && std::string(env) == "2");
     }();
     if (hd == 64) attention_decode_tc_kernel<64, 2><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
     else if (three) attention_decode_tc_kernel<128, 3><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
