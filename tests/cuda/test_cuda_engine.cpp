@@ -22,6 +22,7 @@
 #include "gdn_inputs.h"
 #include "golden/golden_data.h"
 #include "jetlm/model.h"
+#include "model/config.h"
 #include "test_util.h"
 
 namespace jetlm {
@@ -425,6 +426,56 @@ TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
 }
 
 // ---- whole model ---------------------------------------------------------------------------------------
+
+// A random bf16 model with head dim 64 (the golden models' head dims are 12..24, so only this
+// case takes the tensor-core decode attention end to end): paged attn and a SWA ring, bf16 KV
+// cache, a batch of scattered slots decoding against the CPU engine (float32 KV).
+TEST(CudaEngine, TensorCoreDecodeOfABf16ModelMatchesTheCpuEngine) {
+  SKIP_WITHOUT_GPU();
+  const nlohmann::json json = nlohmann::json::parse(R"({
+    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["attn", "jet", "swa", "attn"],
+    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
+      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}, "swa": {"window_size": 40}}})");
+  const ModelConfig config = parse_model_config(json, "test config");
+  ASSERT_EQ(config.head_dim, 64);
+  const auto model = Model::random(config, DType::BF16, 17);
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 6;
+  opt.context_limit = 300;
+  opt.page_size = 16;
+  cuda::CudaModel gpu(*model, opt);
+  ASSERT_EQ(gpu.kv_dtype(), DType::BF16);
+  const std::vector<int> slots = {4, 1, 5};
+  const int64_t B = int64_t(slots.size()), vocab = config.vocab;
+  std::mt19937 rng(3);
+  std::vector<HybridCache> caches;
+  std::vector<std::vector<int32_t>> seqs;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> s(size_t(90 + 70 * b + 20));
+    for (int32_t& id : s) id = int32_t(rng() % uint32_t(vocab));
+    seqs.push_back(s);
+    caches.push_back(model->new_cache());
+    const int64_t prompt = 90 + 70 * b;  // past the SWA window and across pages
+    model->forward(s.data(), prompt, caches.back(), nullptr);
+    gpu.prefill(slots[size_t(b)], s.data(), prompt, nullptr);
+  }
+  double worst = 0;
+  for (int64_t step = 0; step < 20; ++step) {
+    std::vector<int32_t> ids(static_cast<size_t>(B));
+    std::vector<float> expected(size_t(B * vocab)), got(size_t(B * vocab));
+    for (int64_t b = 0; b < B; ++b) {
+      ids[size_t(b)] = seqs[size_t(b)][size_t(90 + 70 * b + step)];
+      model->forward(&ids[size_t(b)], 1, caches[size_t(b)], expected.data() + b * vocab);
+    }
+    gpu.decode(slots.data(), ids.data(), B, got.data());
+    worst = std::max(worst, normalized_error(got, expected));
+  }
+  EXPECT_LE(worst, 3e-2);
+  std::printf("  hd 64 bf16 model, bf16 KV (tensor-core decode): worst logits error vs CPU %.2e\n", worst);
+}
+
 
 class CudaGolden : public ::testing::TestWithParam<std::string> {
  protected:
