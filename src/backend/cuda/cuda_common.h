@@ -35,27 +35,6 @@ __device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool p
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(pred ? 4 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-// One decode step of the dynamic conv for channel c of one sequence: returns
-// sum_i ker[i] hist_i (hist = the K-1 state rows [K-1, C], oldest first, then x = u[c]) before
-// the activation, and shifts channel c of the state in place. Shared by dconv_step and the fused
-// delta-rule step so both compute the same float32 sums in the same order.
-__device__ __forceinline__ float dconv_channel_step(float* state, int64_t C, int64_t c, const float* ker, int64_t K,
-                                                    float x) {
-  float hist[kMaxConvTaps];
-#pragma unroll
-  for (int i = 0; i < kMaxConvTaps; ++i)
-    if (i < K - 1) hist[i] = state[i * C + c];
-  float acc = ker[K - 1] * x;
-#pragma unroll
-  for (int i = 0; i < kMaxConvTaps; ++i)
-    if (i < K - 1) acc += ker[i] * hist[i];
-#pragma unroll
-  for (int i = 0; i < kMaxConvTaps; ++i)
-    if (i < K - 2) state[i * C + c] = hist[i + 1];
-  if (K > 1) state[(K - 2) * C + c] = x;
-  return acc;
-}
 // Waits until at most N committed groups of this thread are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

@@ -449,7 +449,21 @@ __global__ void dconv_step_kernel(const float* u, const float* kernel, int64_t B
   if (idx >= B * C) return;
   const int64_t b = idx / C, c = idx % C;
   float* state = conv_pool + int64_t(slots[b]) * (K - 1) * C;
-  v[idx] = silu_f(detail::dconv_channel_step(state, C, c, kernel + idx * K, K, u[idx]));
+  const float* ker = kernel + idx * K;
+  float hist[kMaxConvTaps];
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 1) hist[i] = state[i * C + c];
+  const float x = u[idx];
+  float acc = ker[K - 1] * x;
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 1) acc += ker[i] * hist[i];
+  v[idx] = silu_f(acc);
+#pragma unroll
+  for (int i = 0; i < kMaxConvTaps; ++i)
+    if (i < K - 2) state[i * C + c] = hist[i + 1];
+  if (K > 1) state[(K - 2) * C + c] = x;
 }
 
 // ---- sampling ----------------------------------------------------------------------------------------

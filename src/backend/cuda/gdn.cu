@@ -76,7 +76,21 @@ __global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* 
       if (warp == 0 && col_ok) {  // T == 1: t == b
         const int64_t C = H * dv, c = h * dv + j, K = conv.K;
         float* state = conv.pool + (slots ? int64_t(slots[b]) : b) * (K - 1) * C;
-        v_s[lane] = silu_f(detail::dconv_channel_step(state, C, c, conv.kernel + (b * C + c) * K, K, conv.u[b * C + c]));
+        const float* ker = conv.kernel + (b * C + c) * K;
+        float hist[kMaxConvTaps];
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 1) hist[i] = state[i * C + c];
+        const float x = conv.u[b * C + c];
+        float acc = ker[K - 1] * x;
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 1) acc += ker[i] * hist[i];
+        v_s[lane] = silu_f(acc);
+#pragma unroll
+        for (int i = 0; i < kMaxConvTaps; ++i)
+          if (i < K - 2) state[i * C + c] = hist[i + 1];
+        if (K > 1) state[(K - 2) * C + c] = x;
       }
     }
     __syncthreads();
