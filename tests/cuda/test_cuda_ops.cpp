@@ -126,6 +126,46 @@ TEST_F(CudaOps, Matmul) {
       }
 }
 
+// Prefill shares one rounding of an input among its GEMMs: round_input + matmul_rounded gives the
+// bits matmul gives, and matmul_swiglu's rounded output is its float32 output rounded.
+TEST_F(CudaOps, MatmulFromASharedRoundingIsBitEqual) {
+  std::mt19937 rng(5);
+  for (DType dtype : {DType::BF16, DType::F16, DType::I8})
+    for (int64_t T : {9, 70})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{33, 96}, {300, 256}, {64, 1536}}) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+        cuda::MatrixBuffer Wd = cuda::upload(W.view);
+        ASSERT_TRUE(cuda::gemm_rounds_input(T, Wd.view));
+        ASSERT_FALSE(cuda::gemm_rounds_input(cuda::kGemvMaxT, Wd.view));
+        std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+        auto xd = dev(x), biasd = dev(bias);
+        cuda::Buffer<uint16_t> xr(size_t(T * cols));
+        cuda::round_input(xd.data(), T * cols, Wd.view, xr.data());
+        for (bool with_bias : {false, true}) {
+          auto direct = poisoned(size_t(T * rows)), shared = poisoned(size_t(T * rows));
+          cuda::matmul(xd.data(), T, Wd.view, with_bias ? biasd.data() : nullptr, direct.data());
+          cuda::matmul_rounded(xr.data(), T, Wd.view, with_bias ? biasd.data() : nullptr, shared.data());
+          const std::vector<float> a = host(direct), b = host(shared);
+          EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+              << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols << (with_bias ? " bias" : "");
+          EXPECT_FALSE(std::isnan(b[0]));
+        }
+        if (rows % 2 == 0) {  // the same matrix read as gate/up pairs
+          auto y = poisoned(size_t(T * rows / 2));
+          cuda::matmul_swiglu(xd.data(), T, Wd.view, y.data());
+          cuda::Buffer<uint16_t> yr(size_t(T * rows / 2));
+          cuda::matmul_swiglu(nullptr, T, Wd.view, nullptr, xr.data(), yr.data());
+          const std::vector<float> yf = host(y);
+          std::vector<uint16_t> got(yf.size());
+          yr.download(got.data(), got.size());
+          size_t mismatches = 0;
+          for (size_t i = 0; i < yf.size(); ++i)
+            mismatches += got[i] != (dtype == DType::F16 ? f32_to_f16(yf[i]) : f32_to_bf16(yf[i]));
+          EXPECT_EQ(mismatches, 0u) << dtype_name(dtype) << " T=" << T << " " << rows << "x" << cols;
+        }
+      }
+}
+
 // matmul_swiglu on gate/up rows interleaved equals silu(x gate^T) * (x up^T) of the reference.
 TEST_F(CudaOps, MatmulSwiglu) {
   std::mt19937 rng(11);

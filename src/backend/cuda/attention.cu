@@ -221,11 +221,7 @@ template <int DPL>
 void launch(const AttnParams& p, dim3 grid) {
   constexpr int HDP = 32 * DPL;
   const size_t smem = sizeof(float) * (kRows * HDP + 2 * (kKeys * (HDP + 1) + kKeys * HDP));
-  static bool configured = false;
-  if (!configured) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<DPL>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    configured = true;
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(attention_kernel<DPL>), smem);
   attention_kernel<DPL><<<grid, 32 * kWarps, smem, stream()>>>(p);
   JETLM_CUDA_CHECK_LAUNCH();
 }

@@ -241,12 +241,7 @@ __global__ void __launch_bounds__(kThreadsTc) attention_tc_kernel(TcParams p) {
 template <int HDP>
 void launch_tc(const TcParams& p) {
   constexpr size_t bytes = TcLayout<HDP>::bytes;
-  static bool configured = false;
-  if (!configured) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(attention_tc_kernel<HDP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(bytes)));
-    configured = true;
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(attention_tc_kernel<HDP>), bytes);
   const dim3 grid(unsigned((p.R + kBR - 1) / kBR), unsigned(p.Hkv));
   attention_tc_kernel<HDP><<<grid, kThreadsTc, bytes, stream()>>>(p);
   JETLM_CUDA_CHECK_LAUNCH();

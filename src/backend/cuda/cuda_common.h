@@ -23,6 +23,10 @@ void* workspace(int slot, size_t bytes);
 uint64_t workspace_generation();
 int sm_count();
 size_t max_shared_per_block();  // opt-in limit (227 KB on Hopper)
+// Raises `kernel`'s dynamic shared-memory limit to at least `bytes` (never lowers it). One record
+// per kernel for the whole process: two call sites that launch the same kernel with different
+// sizes must not each keep their own idea of the attribute (one would lower it under the other).
+void allow_dynamic_smem(const void* kernel, size_t bytes);
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
@@ -33,6 +37,11 @@ inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + thread
 __device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool pred) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(pred ? 4 : 0));
+}
+// 16-byte variant: both addresses 16-byte aligned (cp.async.cg: cached in L2 only).
+__device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N committed groups of this thread are still in flight.

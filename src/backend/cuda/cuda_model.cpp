@@ -40,6 +40,7 @@ struct CudaModel::Scratch {
   int64_t rows = 0;
   Buffer<float> x, normed, branch, q, k, v, attn, u, hidden, kernels, vv, b_raw, a_raw, beta, g, o, gate, mlp_gate,
       mlp_up, logits, kc, vc, fused;
+  Buffer<uint16_t> rounded;  // prefill: one GEMM input rounded to bf16/f16, shared by its GEMMs
   Buffer<int32_t> ids, slots, positions, lengths, tokens;
   Buffer<DeviceSampling> sampling;
   // Pinned host staging for the per-step arrays (async copies need page-locked memory).
@@ -62,6 +63,27 @@ struct CudaModel::Graph {
 namespace {
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// A prefill GEMM input rounded once for the GEMMs that read it (see round_input). Null `data`:
+// not rounded (GEMV rows or float32 weights); a matrix rounds to bf16 (bf16, q8) or f16.
+struct RoundedInput {
+  const float* x = nullptr;
+  const void* data = nullptr;
+  bool f16 = false;
+};
+
+RoundedInput round_shared(const float* x, int64_t T, int64_t K, const DeviceMatrix& W, void* out) {
+  if (!gemm_rounds_input(T, W)) return {x, nullptr, false};
+  round_input(x, T * K, W, out);
+  return {x, out, W.dtype == DType::F16};
+}
+
+// y = x W^T (+ bias) from the shared rounding where it was made for W's rounded type.
+void project(const RoundedInput& in, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+  if (in.data && gemm_rounds_input(T, W) && (W.dtype == DType::F16) == in.f16)
+    return matmul_rounded(in.data, T, W, bias, y);
+  matmul(in.x, T, W, bias, y);
+}
 
 }  // namespace
 
@@ -267,6 +289,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   sc->fused = Buffer<float>(size_t(S * widest));
   sc->mlp_gate = Buffer<float>(size_t(R * c.intermediate));
   sc->mlp_up = Buffer<float>(size_t(R * c.intermediate));
+  sc->rounded = Buffer<uint16_t>(size_t(R * std::max<int64_t>(D, c.intermediate)));
   sc->logits = Buffer<float>(size_t(S * int64_t(c.vocab)));
   // Prefill attention reads a slot's K/V gathered contiguously: up to the whole context.
   if (c.has_kind(LayerKind::Attn) || c.has_kind(LayerKind::Swa)) {
@@ -448,18 +471,20 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
       const int64_t K = j.conv_size;
-      matmul(xn, T, d.jq, nullptr, s.q.data());
-      matmul(xn, T, d.jk, nullptr, s.k.data());
+      // Seven projections of xn: one rounding of it (the first's type) for all.
+      const RoundedInput xr = round_shared(xn, T, D, d.jq, s.rounded.data());
+      project(xr, T, d.jq, nullptr, s.q.data());
+      project(xr, T, d.jk, nullptr, s.k.data());
       silu(s.q.data(), T * key_dim);
       silu(s.k.data(), T * key_dim);
-      matmul(xn, T, d.jv, nullptr, s.u.data());
-      matmul(xn, T, d.w1, nullptr, s.hidden.data());
+      project(xr, T, d.jv, nullptr, s.u.data());
+      project(xr, T, d.w1, nullptr, s.hidden.data());
       silu(s.hidden.data(), T * j.generator_hidden);
       matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
       float* conv_state = d.conv.data() + slot * (K - 1) * value_dim;
       dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
-      matmul(xn, T, d.jb, nullptr, s.b_raw.data());
-      matmul(xn, T, d.ja, nullptr, s.a_raw.data());
+      project(xr, T, d.jb, nullptr, s.b_raw.data());
+      project(xr, T, d.ja, nullptr, s.a_raw.data());
       jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, T, H, s.beta.data(), s.g.data());
       l2norm_rows(s.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
       l2norm_rows(s.k.data(), T * H, dk, 1.0f);
@@ -470,13 +495,14 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         gdn_chunked_tc(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       else
         gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
-      matmul(xn, T, d.jg, nullptr, s.gate.data());
+      project(xr, T, d.jg, nullptr, s.gate.data());
       gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps);
       matmul(s.o.data(), T, d.jo, nullptr, s.branch.data());
     } else {
-      matmul(xn, T, d.q, d.q_bias, s.q.data());
-      matmul(xn, T, d.k, d.k_bias, s.k.data());
-      matmul(xn, T, d.v, d.v_bias, s.v.data());
+      const RoundedInput xr = round_shared(xn, T, D, d.q, s.rounded.data());
+      project(xr, T, d.q, d.q_bias, s.q.data());
+      project(xr, T, d.k, d.k_bias, s.k.data());
+      project(xr, T, d.v, d.v_bias, s.v.data());
       if (c.qk_norm) {
         rmsnorm(s.q.data(), T * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
         rmsnorm(s.k.data(), T * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
@@ -512,8 +538,15 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());
     }
     add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
-    mlp_gate_up(d, s.normed.data(), T);
-    matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
+    if (d.gate_up.data && gemm_rounds_input(T, d.gate_up) && gemm_rounds_input(T, d.down) &&
+        (d.gate_up.dtype == DType::F16) == (d.down.dtype == DType::F16)) {
+      // The SwiGLU pass writes the down projection's rounded input directly.
+      matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, nullptr, s.rounded.data());
+      matmul_rounded(s.rounded.data(), T, d.down, nullptr, s.branch.data());
+    } else {
+      mlp_gate_up(d, s.normed.data(), T);
+      matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
+    }
     if (il + 1 < c.n_layers)
       add_rmsnorm(s.x.data(), s.branch.data(), T, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());
     else

@@ -142,25 +142,31 @@ struct ChunkWork {
   float* Kd = nullptr;  // [nc, H, 64, dk]  e^{G_last - G_t} k_t
 };
 
+// Row strides of the prep kernel's shared tiles: q/k rows padded to a 16-byte multiple (+4 floats
+// against bank conflicts) so the dot products read float4s; M rows likewise.
+__host__ __device__ inline int64_t prep_ld(int64_t dk) { return (dk + 3) / 4 * 4 + 4; }
+constexpr int kPrepLdM = kChunk + 4;
+
 size_t prep_smem(int64_t dk) {
-  return sizeof(float) * size_t(2 * kChunk * (dk + 1) + kChunk * (kChunk + 1) + kChunk * kPrepThreads + 3 * kChunk) +
-         sizeof(double) * kChunk;
+  return sizeof(float) * size_t(2 * kChunk * prep_ld(dk) + kChunk * kPrepLdM + 3 * kChunk) + sizeof(double) * kChunk;
 }
 
-__global__ void __launch_bounds__(kPrepThreads) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
+// Block = (chunk, head). 2 blocks per SM at least (3 for dk <= 96 by shared memory): the forward
+// substitution keeps its column in registers, so no per-thread scratch column in shared memory.
+__global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ g,
                                                                 const float* __restrict__ beta, int64_t T, int64_t H,
                                                                 int64_t dk, int64_t dv, ChunkWork work) {
   extern __shared__ double smd[];
+  const int64_t ld = prep_ld(dk);
   double* G_s = smd;                                           // [64]
-  float* k_s = reinterpret_cast<float*>(G_s + kChunk);         // [64][dk+1]
-  float* q_s = k_s + kChunk * (dk + 1);                        // [64][dk+1]
-  float* M_s = q_s + kChunk * (dk + 1);                        // [64][65]
-  float* x_s = M_s + kChunk * (kChunk + 1);                    // [64][256]
-  float* b_s = x_s + kChunk * kPrepThreads;                    // [64] beta
+  float* k_s = reinterpret_cast<float*>(G_s + kChunk);         // [64][ld] (pad columns zero)
+  float* q_s = k_s + kChunk * ld;                              // [64][ld]
+  float* M_s = q_s + kChunk * ld;                              // [64][68]
+  float* b_s = M_s + kChunk * kPrepLdM;                        // [64] beta
   float* eG_s = b_s + kChunk;                                  // [64] e^{G_t}
   float* eL_s = eG_s + kChunk;                                 // [64] e^{G_last - G_t}
-  const int64_t c = blockIdx.x, h = blockIdx.y, nc = gridDim.x;
+  const int64_t c = blockIdx.x, h = blockIdx.y;
   const int64_t t0 = c * kChunk;
   const int64_t L = min(int64_t(kChunk), T - t0);
   const int tid = threadIdx.x;
@@ -174,13 +180,13 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prep_kernel(const float* __r
     }
   }
   if (tid < kChunk) b_s[tid] = tid < L ? beta[(t0 + tid) * H + h] : 0.0f;
-  const int dki = int(dk);
-  for (int i = tid; i < kChunk * dki; i += blockDim.x) {
-    const int t = i / dki, d = i - t * dki;
-    const bool ok = t < L;
+  const int ldi = int(ld);
+  for (int i = tid; i < kChunk * ldi; i += blockDim.x) {
+    const int t = i / ldi, d = i - t * ldi;
+    const bool ok = t < L && d < dk;
     const int64_t off = ok ? ((t0 + t) * H + h) * dk + d : 0;
-    detail::cp_async4(k_s + t * (dk + 1) + d, k + off, ok);
-    detail::cp_async4(q_s + t * (dk + 1) + d, q + off, ok);
+    detail::cp_async4(k_s + i, k + off, ok);
+    detail::cp_async4(q_s + i, q + off, ok);
   }
   detail::cp_async_commit();
   detail::cp_async_wait<0>();
@@ -191,63 +197,74 @@ __global__ void __launch_bounds__(kPrepThreads) gdn_prep_kernel(const float* __r
     work.E[(blk * kChunk + tid) * 2] = eG_s[tid];
     work.E[(blk * kChunk + tid) * 2 + 1] = eL_s[tid];
   }
-  if (work.Qg) {
+  const int dki = int(dk);
+  // Tensor-core state pass: the operands it reads as A fragments (W, e^G q, e^{G_L-G} k, P) are
+  // stored TF32-rounded, so the pass does not round them once per column block.
+  const bool tc = work.Qg != nullptr;
+  if (tc) {
     __syncthreads();  // eG_s / eL_s written
     float* Qg = work.Qg + blk * kChunk * dk;
     float* Kd = work.Kd + blk * kChunk * dk;
     for (int i = tid; i < kChunk * dki; i += blockDim.x) {
       const int t = i / dki, d = i - t * dki;
-      Qg[i] = eG_s[t] * q_s[t * (dk + 1) + d];
-      Kd[i] = eL_s[t] * k_s[t * (dk + 1) + d];
+      Qg[i] = nvcuda::wmma::__float_to_tf32(eG_s[t] * q_s[t * ld + d]);
+      Kd[i] = nvcuda::wmma::__float_to_tf32(eL_s[t] * k_s[t * ld + d]);
     }
   }
+  // P and M: a warp shares t (broadcast reads of q_t, k_t), lanes take different j.
   float* P = work.P + blk * kChunk * kChunk;
+  const int n4 = int((dk + 3) / 4);  // columns past dk are zero
   for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x) {
     const int t = idx / kChunk, j = idx % kChunk;
     float mval = 0.0f, pval = 0.0f;
     if (j <= t) {
-      const float* kt = k_s + t * (dk + 1);
-      const float* qt = q_s + t * (dk + 1);
-      const float* kj = k_s + j * (dk + 1);
+      const float4* kt = reinterpret_cast<const float4*>(k_s + t * ld);
+      const float4* qt = reinterpret_cast<const float4*>(q_s + t * ld);
+      const float4* kj = reinterpret_cast<const float4*>(k_s + j * ld);
       float kk = 0.0f, qk = 0.0f;
-      for (int64_t d = 0; d < dk; ++d) {
-        kk += kt[d] * kj[d];
-        qk += qt[d] * kj[d];
+      for (int d4 = 0; d4 < n4; ++d4) {
+        const float4 a = kt[d4], b = qt[d4], x = kj[d4];
+        kk += a.x * x.x + a.y * x.y + a.z * x.z + a.w * x.w;
+        qk += b.x * x.x + b.y * x.y + b.z * x.z + b.w * x.w;
       }
-      const float decay = float(exp(G_s[t] - G_s[j]));
+      // The difference in float64 (G may be large), its exp (<= 1) in float32.
+      const float decay = expf(float(G_s[t] - G_s[j]));
       pval = decay * qk;
       if (j < t) mval = b_s[t] * decay * kk;
     }
-    M_s[t * (kChunk + 1) + j] = mval;
-    P[idx] = pval;
+    M_s[t * kPrepLdM + j] = mval;
+    P[idx] = tc ? nvcuda::wmma::__float_to_tf32(pval) : pval;
   }
   __syncthreads();
-  // Forward substitution, one column per thread: columns < dk give W, the rest U.
-  float* x = x_s + tid;
-  for (int64_t c0 = 0; c0 < dk + dv; c0 += blockDim.x) {
-    const int64_t col = c0 + tid;
-    if (col >= dk + dv) break;
+  // Forward substitution, one column per thread, the column in registers: columns < dk give W,
+  // the rest U.
+  for (int64_t col = tid; col < dk + dv; col += blockDim.x) {
+    float x[kChunk];
     if (col < dk) {
-      for (int t = 0; t < kChunk; ++t) x[t * kPrepThreads] = b_s[t] * eG_s[t] * k_s[t * (dk + 1) + col];
+#pragma unroll
+      for (int t = 0; t < kChunk; ++t) x[t] = b_s[t] * eG_s[t] * k_s[t * ld + col];
     } else {
-      for (int t = 0; t < kChunk; ++t)
-        x[t * kPrepThreads] = t < L ? b_s[t] * v[((t0 + t) * H + h) * dv + (col - dk)] : 0.0f;
+#pragma unroll
+      for (int t = 0; t < kChunk; ++t) x[t] = t < L ? b_s[t] * v[((t0 + t) * H + h) * dv + (col - dk)] : 0.0f;
     }
+#pragma unroll
     for (int t = 1; t < kChunk; ++t) {
-      const float* Mt = M_s + t * (kChunk + 1);
-      float acc = x[t * kPrepThreads];
-      for (int j = 0; j < t; ++j) acc -= Mt[j] * x[j * kPrepThreads];
-      x[t * kPrepThreads] = acc;
+      const float* Mt = M_s + t * kPrepLdM;
+      float acc = x[t];
+#pragma unroll
+      for (int j = 0; j < t; ++j) acc -= Mt[j] * x[j];
+      x[t] = acc;
     }
     if (col < dk) {
       float* Wb = work.W + blk * kChunk * dk;
-      for (int t = 0; t < kChunk; ++t) Wb[t * dk + col] = x[t * kPrepThreads];
+#pragma unroll
+      for (int t = 0; t < kChunk; ++t) Wb[t * dk + col] = tc ? nvcuda::wmma::__float_to_tf32(x[t]) : x[t];
     } else {
       float* Ub = work.U + blk * kChunk * dv;
-      for (int t = 0; t < kChunk; ++t) Ub[t * dv + (col - dk)] = x[t * kPrepThreads];
+#pragma unroll
+      for (int t = 0; t < kChunk; ++t) Ub[t * dv + (col - dk)] = x[t];
     }
   }
-  (void)nc;
 }
 
 // ---- chunked, phase 2: the state pass ---------------------------------------------------------------
@@ -432,12 +449,23 @@ __global__ void __launch_bounds__(kStateThreads) gdn_state_kernel(const float* _
 
 // ---- chunked, phase 2 on tensor cores (TF32 WMMA m16n16k8, float32 accumulation) -----------------
 // Block = (head, 16 value columns), 4 warps; warp w owns chunk rows 16w..16w+15. The state slice
-// S[dk, 16] stays in shared memory; the chunk's W, e^G q, P, U and e^{G_L - G} k are read as
-// fragments straight from global memory (L2). Per chunk:
+// S[dk, 16] stays in shared memory. Per chunk:
 //   delta = U - W S;   o = (e^G q) S + P delta;   S = e^{G_L} S + (e^{G_L - G} k)^T delta.
+// Only S carries from chunk to chunk, so a chunk's inputs are copied to shared memory
+// asynchronously while the previous chunk computes, in two groups: A = {W, U} (first needed,
+// loaded as soon as the previous delta is done) and B = {e^G q, P, e^{G_L - G} k}. Reading the
+// fragments straight from L2 instead put ~50 dependent L2 round trips on every chunk's critical
+// path (680 us per Jet-2B layer at 2048 tokens).
 // Needs dk % 16 == 0 and dv % 16 == 0 (gdn_chunked_tc falls back otherwise).
 constexpr int kTcCols = 16;
 constexpr int kTcLd = kTcCols + 4;  // shared rows of 20 floats (a 16-byte multiple, staggered banks)
+constexpr int kTcLdP = kChunk + 4;
+
+// Shared-memory floats of the state pass: S [dk][20], delta [64][20], U [64][20],
+// W / e^G q / e^{G_L-G} k [64][dk+4] each, P [64][68]. Every tile starts 32-byte aligned (WMMA).
+size_t state_tc_floats(int64_t dk) {
+  return size_t(dk * kTcLd + 2 * kChunk * kTcLd + 3 * kChunk * (dk + 4) + kChunk * kTcLdP);
+}
 
 template <typename Frag>
 __device__ __forceinline__ void to_tf32(Frag& f) {
@@ -449,18 +477,40 @@ using TcAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float
 
 // acc += A[16 x K] B[K x 16] with TF32 operands: A in `Layout` with leading dimension lda (a_step
 // floats between consecutive k: 1 row-major, lda column-major), B row-major with ldb; K % 8 == 0.
-template <typename Layout>
-__device__ __forceinline__ void mma_tf32(TcAcc& acc, const float* A, unsigned lda, int64_t a_step, const float* B,
-                                         unsigned ldb, int64_t K) {
+// A_ROUNDED: A already holds TF32-rounded values (the prep kernel rounds W, e^G q, e^{G_L-G} k and
+// P when it writes them), so only B is converted here.
+template <typename Layout, bool A_ROUNDED = false>
+__device__ __forceinline__ void mma_tf32(TcAcc& acc, const float* A, unsigned lda, int a_step, const float* B,
+                                         unsigned ldb, int K) {
   using namespace nvcuda;
-  for (int64_t kk = 0; kk < K; kk += 8) {
+#pragma unroll 4
+  for (int kk = 0; kk < K; kk += 8) {
     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, Layout> a;
     wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
     wmma::load_matrix_sync(a, A + kk * a_step, lda);
     wmma::load_matrix_sync(b, B + kk * ldb, ldb);
-    to_tf32(a);
+    if constexpr (!A_ROUNDED) to_tf32(a);
     to_tf32(b);
     wmma::mma_sync(acc, a, b, acc);
+  }
+}
+
+// Asynchronous copy of a [rows, cols] float tile (cols % 4 == 0, both row strides 16-byte
+// multiples) by the whole block. The (row, column) walk is stepped, not divided: 64-bit divisions
+// here once cost more instructions than the chunk's matrix products.
+__device__ __forceinline__ void copy_tile_async(float* dst, int dst_ld, const float* src, int src_ld, int rows,
+                                                int cols) {
+  const int per_row = cols / 4, step = int(blockDim.x);
+  const int row_step = step / per_row, col_step = (step % per_row) * 4;
+  int r = int(threadIdx.x) / per_row, c = (int(threadIdx.x) % per_row) * 4;
+  while (r < rows) {
+    detail::cp_async16(dst + r * dst_ld + c, src + int64_t(r) * src_ld + c);
+    r += row_step;
+    c += col_step;
+    if (c >= cols) {
+      c -= cols;
+      ++r;
+    }
   }
 }
 
@@ -469,62 +519,95 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
                                                            float* __restrict__ o) {
   using namespace nvcuda;
   extern __shared__ __align__(128) float smt[];
-  float* S_s = smt;                  // [dk][20]
-  float* D_s = S_s + dk * kTcLd;     // [64][20] delta
-  float* O_s = D_s + kChunk * kTcLd; // [64][20] output staging (rows >= L and the tail are not written)
-  const int warp = threadIdx.x / 32;
+  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  float* S_s = smt;                    // [dk][20]
+  float* D_s = S_s + dk * kTcLd;       // [64][20] delta, then the output rows
+  float* U_s = D_s + kChunk * kTcLd;   // [64][20] this block's 16 columns of U
+  float* W_s = U_s + kChunk * kTcLd;   // [64][dk+4]
+  float* Qg_s = W_s + kChunk * ldk;    // [64][dk+4]
+  float* Kd_s = Qg_s + kChunk * ldk;   // [64][dk+4]
+  float* P_s = Kd_s + kChunk * ldk;    // [64][68]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * kTcCols;
   const int64_t nc = (T + kChunk - 1) / kChunk;
   float* Sh = S + h * dk * dv;
+  // Every call commits one group, empty past the last chunk, so the waits below count alike.
+  auto load_a = [&](int64_t c) {
+    if (c < nc) {
+      const int64_t blk = c * H + h;
+      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
+      copy_tile_async(U_s, kTcLd, work.U + blk * kChunk * dv + c0, dvi, kChunk, kTcCols);
+    }
+    detail::cp_async_commit();
+  };
+  auto load_b = [&](int64_t c) {
+    if (c < nc) {
+      const int64_t blk = c * H + h;
+      copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
+      copy_tile_async(Kd_s, ldk, work.Kd + blk * kChunk * dk, dki, kChunk, dki);
+      copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
+    }
+    detail::cp_async_commit();
+  };
+  load_a(0);
+  load_b(0);
   for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
     S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
-  __syncthreads();
   using FragC = TcAcc;
-  const int64_t r0 = warp * 16;
+  const int r0 = warp * 16;
   for (int64_t c = 0; c < nc; ++c) {
     const int64_t blk = c * H + h, t0 = c * kChunk;
     const int64_t L = min(int64_t(kChunk), T - t0);
-    const float* W = work.W + blk * kChunk * dk;
-    const float* Qg = work.Qg + blk * kChunk * dk;
-    const float* Kd = work.Kd + blk * kChunk * dk;
-    const float* P = work.P + blk * kChunk * kChunk;
-    const float* U = work.U + blk * kChunk * dv;
     const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}: G is flat past the last token
+    detail::cp_async_wait<1>();
+    __syncthreads();  // group A of this chunk landed (and S_s / D_s are free)
 
     // delta rows r0.. = U - W S
     FragC ws, u;
     wmma::fill_fragment(ws, 0.0f);
-    mma_tf32<wmma::row_major>(ws, W + r0 * dk, unsigned(dk), 1, S_s, kTcLd, dk);
-    wmma::load_matrix_sync(u, U + r0 * dv + c0, unsigned(dv), wmma::mem_row_major);
+    mma_tf32<wmma::row_major, true>(ws, W_s + r0 * ldk, unsigned(ldk), 1, S_s, kTcLd, dki);
+    wmma::load_matrix_sync(u, U_s + r0 * kTcLd, kTcLd, wmma::mem_row_major);
 #pragma unroll
     for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
     wmma::store_matrix_sync(D_s + r0 * kTcLd, u, kTcLd, wmma::mem_row_major);
-    __syncthreads();  // every row of delta written
+    __syncthreads();  // every row of delta written; W_s / U_s free
+    load_a(c + 1);
+    detail::cp_async_wait<1>();
+    __syncthreads();  // group B of this chunk landed
 
     // o rows r0.. = (e^G q) S + P delta (P is lower triangular: columns j < r0 + 16 only)
     FragC oc;
     wmma::fill_fragment(oc, 0.0f);
-    mma_tf32<wmma::row_major>(oc, Qg + r0 * dk, unsigned(dk), 1, S_s, kTcLd, dk);
-    mma_tf32<wmma::row_major>(oc, P + r0 * kChunk, kChunk, 1, D_s, kTcLd, r0 + 16);
-    wmma::store_matrix_sync(O_s + r0 * kTcLd, oc, kTcLd, wmma::mem_row_major);
-    __syncthreads();  // every read of S done; O_s complete
-    for (int i = threadIdx.x; i < kChunk * kTcCols; i += blockDim.x) {
-      const int t = i / kTcCols, cc = i % kTcCols;
-      if (t < L) o[((t0 + t) * H + h) * dv + c0 + cc] = O_s[t * kTcLd + cc];
-    }
+    mma_tf32<wmma::row_major, true>(oc, Qg_s + r0 * ldk, unsigned(ldk), 1, S_s, kTcLd, dki);
+    mma_tf32<wmma::row_major, true>(oc, P_s + r0 * kTcLdP, kTcLdP, 1, D_s, kTcLd, r0 + 16);
+    __syncthreads();  // every read of S done
 
     // S = e^{G_L} S + Kd^T delta: row tiles of 16 state rows, round-robin over the warps.
-    for (int64_t i0 = r0; i0 < dk; i0 += 64) {
+    for (int i0 = r0; i0 < dki; i0 += 64) {
       FragC sc;
       wmma::load_matrix_sync(sc, S_s + i0 * kTcLd, kTcLd, wmma::mem_row_major);
 #pragma unroll
       for (int i = 0; i < sc.num_elements; ++i) sc.x[i] *= gL;
       // A[i][t] = Kd[t][i]: Kd read column-major.
-      mma_tf32<wmma::col_major>(sc, Kd + i0, unsigned(dk), dk, D_s, kTcLd, kChunk);
+      mma_tf32<wmma::col_major, true>(sc, Kd_s + i0, unsigned(ldk), ldk, D_s, kTcLd, kChunk);
       wmma::store_matrix_sync(S_s + i0 * kTcLd, sc, kTcLd, wmma::mem_row_major);
     }
-    __syncthreads();  // S updated, D_s/O_s free for the next chunk
+    __syncthreads();  // every read of delta done; Qg_s / Kd_s / P_s free
+    load_b(c + 1);
+    // The warp's own 16 output rows go through its rows of D_s (no other warp touches them
+    // until the next chunk's first barrier).
+    wmma::store_matrix_sync(D_s + r0 * kTcLd, oc, kTcLd, wmma::mem_row_major);
+    __syncwarp();
+#pragma unroll
+    for (int i = lane; i < 16 * (kTcCols / 4); i += 32) {
+      const int t = int(r0) + i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
+      if (t < L)
+        *reinterpret_cast<float4*>(o + ((t0 + t) * H + h) * dv + c0 + c4) =
+            *reinterpret_cast<const float4*>(D_s + t * kTcLd + c4);
+    }
   }
+  detail::cp_async_wait<0>();
+  __syncthreads();
   for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
     Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
 }
@@ -599,15 +682,8 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   work.U = static_cast<float*>(detail::workspace(5, sizeof(float) * per * size_t(dv)));
   work.P = static_cast<float*>(detail::workspace(6, sizeof(float) * per * kChunk));
   work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
-  static size_t configured1 = 0, configured2 = 0;
-  if (smem1 > configured1) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem1)));
-    configured1 = smem1;
-  }
-  if (smem2 > configured2) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_state_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem2)));
-    configured2 = smem2;
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_kernel), smem2);
   gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
                                                                                      work);
   JETLM_CUDA_CHECK_LAUNCH();
@@ -620,8 +696,9 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
                     int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
   JETLM_ASSERT(dk >= 1 && dv >= 1 && H >= 1 && H <= 65535);
   if (T == 0) return;
-  const size_t smem1 = prep_smem(dk);
-  if (dk % 16 != 0 || dv % 16 != 0 || dk > kGdnChunkedMaxDk || smem1 > detail::max_shared_per_block())
+  const size_t smem1 = prep_smem(dk), smem2 = sizeof(float) * state_tc_floats(dk);
+  if (dk % 16 != 0 || dv % 16 != 0 || dk > kGdnChunkedMaxDk ||
+      std::max(smem1, smem2) > detail::max_shared_per_block())
     return gdn_chunked(q, k, v, g, beta, T, H, dk, dv, S, o);  // the float32 kernels (same function)
   const int64_t nc = (T + kChunk - 1) / kChunk;
   JETLM_ASSERT(nc < (int64_t(1) << 31));
@@ -633,20 +710,11 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
   work.Qg = static_cast<float*>(detail::workspace(10, sizeof(float) * per * size_t(dk)));
   work.Kd = static_cast<float*>(detail::workspace(11, sizeof(float) * per * size_t(dk)));
-  static size_t configured1 = 0;
-  if (smem1 > configured1) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_prep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem1)));
-    configured1 = smem1;
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
   gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
                                                                                      work);
   JETLM_CUDA_CHECK_LAUNCH();
-  const size_t smem2 = sizeof(float) * size_t((dk + 2 * kChunk) * kTcLd);
-  static size_t configured2 = 0;
-  if (smem2 > configured2 && smem2 > 48 * 1024) {
-    JETLM_CUDA_CHECK(cudaFuncSetAttribute(gdn_state_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem2)));
-    configured2 = smem2;
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel), smem2);
   gdn_state_tc_kernel<<<dim3(unsigned(dv / kTcCols), unsigned(H)), 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
   JETLM_CUDA_CHECK_LAUNCH();
 }

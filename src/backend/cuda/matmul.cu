@@ -16,6 +16,7 @@
 #include <string>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
 #include "core/error.h"
@@ -207,9 +208,15 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
 }
 
 // y[T, N/2] = silu(y2[:, even]) * y2[:, odd]: the GEMM path of matmul_swiglu.
-__global__ void swiglu_pairs_kernel(const float* __restrict__ y2, int64_t n_half, float* __restrict__ y) {
+// OT float, or the next GEMM's rounded input (bf16 / f16: the same rounding as round_input).
+template <typename OT>
+__global__ void swiglu_pairs_kernel(const float* __restrict__ y2, int64_t n_half, OT* __restrict__ y) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n_half) y[i] = silu_f(y2[2 * i]) * y2[2 * i + 1];
+  if (i >= n_half) return;
+  const float r = silu_f(y2[2 * i]) * y2[2 * i + 1];
+  if constexpr (std::is_same_v<OT, float>) y[i] = r;
+  else if constexpr (std::is_same_v<OT, __half>) y[i] = __float2half_rn(r);
+  else y[i] = __float2bfloat16_rn(r);
 }
 
 // PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
@@ -290,16 +297,15 @@ __global__ void dequant_q8_kernel(const int8_t* __restrict__ W, const uint16_t* 
   out[i] = __float2bfloat16_rn(float(W[i]) * q8_scale(scales, r, (K + kQ8Block - 1) / kQ8Block, c));
 }
 
-__global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int64_t N, float* __restrict__ y) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < T * N) y[i] = bias[i % N];
-}
 
 // One cuBLASLt plan per GEMM shape: descriptors and the heuristic's algorithm are made once.
+// `bias`: the plan adds a float32 bias per output column in the epilogue (one pass less over y);
+// `ok` false when cuBLASLt has no algorithm with that epilogue (the caller adds the bias itself).
 struct LtPlan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
 };
 
 constexpr size_t kLtWorkspace = size_t(32) << 20;
@@ -313,11 +319,15 @@ cublasLtHandle_t lt_handle() {
   return handle;
 }
 
-const LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ldc) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, LtPlan> plans;
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(int(type), T, N, K, ldc);
+std::mutex& lt_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Call with lt_mutex() held (the plan's descriptor also carries the bias pointer of a call).
+LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ldc, bool accumulate, bool bias) {
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int>, LtPlan> plans;
+  const auto key = std::make_tuple(int(type), T, N, K, ldc, int(accumulate) * 2 + int(bias));
   auto it = plans.find(key);
   if (it != plans.end()) return it->second;
   LtPlan p;
@@ -326,6 +336,13 @@ const LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int6
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
   JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+  if (bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_32F;
+    JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    JETLM_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+  }
   JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, uint64_t(K), uint64_t(N), K));
   JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, uint64_t(K), uint64_t(T), K));
   JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(N), uint64_t(T), ldc));
@@ -335,30 +352,85 @@ const LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int6
                                                           &kLtWorkspace, sizeof kLtWorkspace));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  JETLM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found));
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (found == 0)
+  if (st != CUBLAS_STATUS_SUCCESS && !(bias && st == CUBLAS_STATUS_NOT_SUPPORTED)) JETLM_CUBLAS_CHECK(st);
+  p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (!p.ok && !bias)
     throw Error("cuBLASLt has no algorithm for a " + std::to_string(T) + "x" + std::to_string(N) + "x" +
                 std::to_string(K) + " GEMM");
   p.algo = result.algo;
   return plans.emplace(key, p).first->second;
 }
 
-// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ y when accumulating), through cuBLASLt.
-void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, bool accumulate,
+__global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int64_t N, int64_t ldc,
+                                 float* __restrict__ y) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < T * N) y[(i / N) * ldc + i % N] = bias[i % N];
+}
+
+// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ bias[N]), through cuBLASLt.
+void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, const float* bias,
           float* y, int64_t ldc) {
-  const LtPlan& p = lt_plan(type, T, N, K, ldc);
   static void* workspace = [] {
     void* w = nullptr;
     JETLM_CUDA_CHECK(cudaMalloc(&w, kLtWorkspace));
     return w;
   }();
-  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  JETLM_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), p.op, &one, W, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+  std::lock_guard<std::mutex> lock(lt_mutex());
+  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, bias != nullptr);
+  float beta = 0.0f;
+  if (bias && p->ok) {
+    JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  } else if (bias) {  // no epilogue algorithm: y = bias rows, then y += x W^T
+    bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, y);
+    JETLM_CUDA_CHECK_LAUNCH();
+    p = &lt_plan(type, T, N, K, ldc, true, false);
+    beta = 1.0f;
+  }
+  const float one = 1.0f;
+  JETLM_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), p->op, &one, W, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo,
                                     workspace, kLtWorkspace, stream()));
 }
 
+void round_to(const float* x, int64_t n, DType weight_type, void* out) {
+  if (weight_type == DType::F16) {
+    to_half_kernel<__half><<<blocks_for(n, 256), 256, 0, stream()>>>(x, n, static_cast<__half*>(out));
+  } else {
+    to_half_kernel<__nv_bfloat16><<<blocks_for(n, 256), 256, 0, stream()>>>(x, n, static_cast<__nv_bfloat16*>(out));
+  }
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
+
+bool gemm_rounds_input(int64_t T, const DeviceMatrix& W) { return T > kGemvMaxT && W.dtype != DType::F32; }
+
+void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out) {
+  JETLM_ASSERT(W.dtype != DType::F32, "round_input: float32 weights take float32 activations");
+  if (n > 0) round_to(x, n, W.dtype, out);
+}
+
+void matmul_rounded(const void* xh, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+  JETLM_ASSERT(gemm_rounds_input(T, W), "matmul_rounded: for the GEMM of half-precision or q8 weights only");
+  JETLM_ASSERT(W.dtype == DType::BF16 || W.dtype == DType::F16 || (W.dtype == DType::I8 && W.scales != nullptr),
+               "matmul_rounded: unsupported weight dtype");
+  const int64_t N = W.rows, K = W.cols;
+  JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
+  if (W.dtype != DType::I8)
+    return gemm(xh, W.data, W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF, T, N, K, bias, y, N);
+  // q8: dequantize blocks of rows (about 32 MB of bf16 at a time) and multiply each.
+  const int64_t block_rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(16) << 20) / K));
+  auto* wb = static_cast<__nv_bfloat16*>(detail::workspace(1, size_t(block_rows * K) * 2));
+  for (int64_t r0 = 0; r0 < N; r0 += block_rows) {
+    const int64_t rows = std::min(block_rows, N - r0);
+    dequant_q8_kernel<<<blocks_for(rows * K, 256), 256, 0, stream()>>>(
+        static_cast<const int8_t*>(W.data) + r0 * K, W.scales + r0 * q8_blocks(K), rows, K, wb);
+    JETLM_CUDA_CHECK_LAUNCH();
+    gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias ? bias + r0 : nullptr, y + r0, N);
+  }
+}
 
 void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
@@ -375,36 +447,18 @@ void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias,
   }
   const int64_t N = W.rows, K = W.cols;
   JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
-  if (bias) {
-    bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, y);
-    JETLM_CUDA_CHECK_LAUNCH();
-  }
-  if (W.dtype == DType::F32) return gemm(x, W.data, CUDA_R_32F, T, N, K, bias != nullptr, y, N);
+  if (W.dtype == DType::F32) return gemm(x, W.data, CUDA_R_32F, T, N, K, bias, y, N);
   // Half-precision operands: x rounded to the weight type once.
   void* xh = detail::workspace(0, size_t(T * K) * 2);
-  if (W.dtype == DType::F16) {
-    to_half_kernel<__half><<<blocks_for(T * K, 256), 256, 0, stream()>>>(x, T * K, static_cast<__half*>(xh));
-  } else {
-    to_half_kernel<__nv_bfloat16><<<blocks_for(T * K, 256), 256, 0, stream()>>>(x, T * K,
-                                                                                static_cast<__nv_bfloat16*>(xh));
-  }
-  JETLM_CUDA_CHECK_LAUNCH();
-  if (W.dtype != DType::I8)
-    return gemm(xh, W.data, W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF, T, N, K, bias != nullptr, y, N);
-  // q8: dequantize blocks of rows (about 32 MB of bf16 at a time) and multiply each.
-  const int64_t block_rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(16) << 20) / K));
-  auto* wb = static_cast<__nv_bfloat16*>(detail::workspace(1, size_t(block_rows * K) * 2));
-  for (int64_t r0 = 0; r0 < N; r0 += block_rows) {
-    const int64_t rows = std::min(block_rows, N - r0);
-    dequant_q8_kernel<<<blocks_for(rows * K, 256), 256, 0, stream()>>>(
-        static_cast<const int8_t*>(W.data) + r0 * K, W.scales + r0 * q8_blocks(K), rows, K, wb);
-    JETLM_CUDA_CHECK_LAUNCH();
-    gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias != nullptr, y + r0, N);
-  }
+  round_to(x, T * K, W.dtype, xh);
+  matmul_rounded(xh, T, W, bias, y);
 }
 
-void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y) {
+void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, const void* x_rounded,
+                   void* y_rounded) {
   JETLM_ASSERT(W.rows % 2 == 0, "matmul_swiglu: W must hold gate/up row pairs");
+  JETLM_ASSERT(!(x_rounded || y_rounded) || gemm_rounds_input(T, W),
+               "matmul_swiglu: rounded input/output only on the GEMM path of half-precision or q8 weights");
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
                (W.dtype == DType::I8 && W.scales != nullptr), "matmul_swiglu: unsupported weight dtype");
   if (T == 0) return;
@@ -418,9 +472,18 @@ void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y) {
   }
   // GEMM into scratch (workspace slot 12), then the pairs.
   auto* y2 = static_cast<float*>(detail::workspace(12, sizeof(float) * size_t(T * W.rows)));
-  matmul(x, T, W, nullptr, y2);
+  if (x_rounded) matmul_rounded(x_rounded, T, W, nullptr, y2);
+  else matmul(x, T, W, nullptr, y2);
   const int64_t n_half = T * (W.rows / 2);
-  swiglu_pairs_kernel<<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, y);
+  if (y_rounded && W.dtype == DType::F16) {
+    swiglu_pairs_kernel<__half><<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, static_cast<__half*>(y_rounded));
+  } else if (y_rounded) {
+    JETLM_ASSERT(W.dtype != DType::F32, "matmul_swiglu: float32 weights have no rounded output");
+    swiglu_pairs_kernel<__nv_bfloat16><<<blocks_for(n_half, 256), 256, 0, stream()>>>(
+        y2, n_half, static_cast<__nv_bfloat16*>(y_rounded));
+  } else {
+    swiglu_pairs_kernel<float><<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, y);
+  }
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -436,7 +499,7 @@ double measure_bf16_gemm_tflops(int64_t n) {
   double best = 0;
   for (int rep = 0; rep < 6; ++rep) {
     JETLM_CUDA_CHECK(cudaEventRecord(e0, stream()));
-    gemm(a.data(), b.data(), CUDA_R_16BF, n, n, n, false, c.data(), n);
+    gemm(a.data(), b.data(), CUDA_R_16BF, n, n, n, nullptr, c.data(), n);
     JETLM_CUDA_CHECK(cudaEventRecord(e1, stream()));
     JETLM_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;

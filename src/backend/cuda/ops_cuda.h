@@ -115,10 +115,21 @@ MatrixBuffer upload(const Matrix& m);
 inline constexpr int64_t kGemvMaxT = 8;
 
 void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
+// Prefill: the GEMM of half-precision or q8 weights rounds its float32 input to bf16/f16 first;
+// several GEMMs of one input share one rounding through these. gemm_rounds_input: matmul(x, T, W)
+// would round (T > kGemvMaxT, W not float32). round_input: out [n] (2 bytes each) = x rounded as
+// matmul rounds it for W. matmul_rounded: matmul from that rounded input (same result bits).
+bool gemm_rounds_input(int64_t T, const DeviceMatrix& W);
+void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out);
+void matmul_rounded(const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
 // The SwiGLU MLP's first half: W [2I, K] holds gate and up rows interleaved (row 2i gate_i, row
 // 2i+1 up_i); y [T, I] = silu(x gate^T) * (x up^T), with matmul's precision per product. T <= 8:
-// the GEMV writes y directly; larger T: a GEMM into scratch, then one elementwise pass.
-void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y);
+// the GEMV writes y directly; larger T: a GEMM into scratch, then one elementwise pass. On the
+// GEMM path (gemm_rounds_input) the input may come pre-rounded (x_rounded, from round_input) and
+// the output may go out rounded for the next GEMM (y_rounded, as round_input would make it;
+// y is then not written).
+void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, const void* x_rounded = nullptr,
+                   void* y_rounded = nullptr);
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out);
 void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out);
 void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);

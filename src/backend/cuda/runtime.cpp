@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <mutex>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,17 @@ uint64_t workspace_generation() {
 
 int sm_count() { return props().multiProcessorCount; }
 size_t max_shared_per_block() { return props().sharedMemPerBlockOptin; }
+
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  static std::mutex mutex;
+  static std::unordered_map<const void*, size_t> allowed;
+  if (bytes <= 48 * 1024) return;  // the default limit
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t& now = allowed[kernel];
+  if (bytes <= now) return;
+  JETLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  now = bytes;
+}
 
 }  // namespace detail
 
