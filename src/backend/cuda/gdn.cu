@@ -151,8 +151,9 @@ size_t prep_smem(int64_t dk) {
   return sizeof(float) * size_t(2 * kChunk * prep_ld(dk) + kChunk * kPrepLdM + 3 * kChunk) + sizeof(double) * kChunk;
 }
 
-// Block = (chunk, head). 2 blocks per SM at least (3 for dk <= 96 by shared memory): the forward
-// substitution keeps its column in registers, so no per-thread scratch column in shared memory.
+// Block = (chunk, head), 2 blocks per SM (128 registers a thread; ~70 KB of shared memory at
+// dk 96): the forward substitution keeps its column in registers instead of a per-thread column
+// of shared memory (which had held the kernel to one block per SM).
 __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ g,
                                                                 const float* __restrict__ beta, int64_t T, int64_t H,
