@@ -99,6 +99,60 @@ __device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, i
   return __half2float(__ushort_as_half(scales[row * blocks + col / kQ8Block]));
 }
 
+// The vector loop of the GEMVs: acc[i][t] += W[r0 + i, c] x[t, c] over the 16-byte weight
+// vectors v0, v0 + 32, ... < v_end of rows wr[i] (lane-strided; 8 loads in flight per lane), then
+// waits for the producer of x (PDL) once the first weight loads are issued.
+template <typename WT, int NT, int ROWS>
+__device__ __forceinline__ void accumulate_rows(const float* __restrict__ x, int64_t N, int64_t K,
+                                                const WT* const (&wr)[ROWS], const uint16_t* __restrict__ scales,
+                                                int64_t r0, int64_t v0_first, int64_t v_end, float (&acc)[ROWS][NT]) {
+  constexpr bool kQ8 = std::is_same_v<WT, int8_t>;
+  constexpr int V = Vec<WT>::n;
+  constexpr int kUnroll = ROWS >= 4 ? 2 : 8 / ROWS;
+  const int64_t q8b = (K + kQ8Block - 1) / kQ8Block;
+  bool waited = false;
+  for (int64_t v0 = v0_first; v0 < v_end; v0 += 32 * kUnroll) {
+    uint4 w[kUnroll][ROWS];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int i = 0; i < ROWS; ++i)
+        if (v0 + 32 * u < v_end) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + 32 * u);
+    if (!waited) {  // the first weight loads are in flight
+      wait_for_producer();
+      waited = true;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= v_end) break;
+      const int64_t c0 = v * V;
+      float wf[ROWS][V];
+#pragma unroll
+      for (int i = 0; i < ROWS; ++i) {
+        Vec<WT>::unpack(w[u][i], wf[i]);
+        if constexpr (kQ8) {
+          const float s = q8_scale(scales, min(r0 + i, N - 1), q8b, c0);
+#pragma unroll
+          for (int j = 0; j < V; ++j) wf[i][j] *= s;
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const float4* xv = reinterpret_cast<const float4*>(x + t * K + c0);
+#pragma unroll
+        for (int j = 0; j < V / 4; ++j) {
+          const float4 xx = __ldg(xv + j);
+#pragma unroll
+          for (int i = 0; i < ROWS; ++i)
+            acc[i][t] += wf[i][4 * j] * xx.x + wf[i][4 * j + 1] * xx.y + wf[i][4 * j + 2] * xx.z + wf[i][4 * j + 3] * xx.w;
+        }
+      }
+    }
+  }
+  if (!waited) wait_for_producer();
+}
+
 // One warp per ROWS weight rows: y[t, r] = sum_c x[t, c] W[r, c] for t < NT. Each activation
 // load serves ROWS rows (the activations come from L1, whose bandwidth, not HBM, limits NT > 1
 // with one row per warp). `vec`: rows 16-byte aligned and K a multiple of the vector width, so
@@ -125,50 +179,7 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
   if (vec) {
-    constexpr int V = Vec<WT>::n;
-    constexpr int kUnroll = ROWS >= 4 ? 2 : 8 / ROWS;
-    const int64_t nvec = K / V;
-    bool waited = false;
-    for (int64_t v0 = lane; v0 < nvec; v0 += 32 * kUnroll) {
-      uint4 w[kUnroll][ROWS];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i)
-          if (v0 + 32 * u < nvec) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + 32 * u);
-      if (!waited) {  // the first weight loads are in flight
-        wait_for_producer();
-        waited = true;
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t v = v0 + 32 * u;
-        if (v >= nvec) break;
-        const int64_t c0 = v * V;
-        float wf[ROWS][V];
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
-          Vec<WT>::unpack(w[u][i], wf[i]);
-          if constexpr (kQ8) {
-            const float s = q8_scale(scales, min(r0 + i, N - 1), q8b, c0);
-#pragma unroll
-            for (int j = 0; j < V; ++j) wf[i][j] *= s;
-          }
-        }
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const float4* xv = reinterpret_cast<const float4*>(x + t * K + c0);
-#pragma unroll
-          for (int j = 0; j < V / 4; ++j) {
-            const float4 xx = __ldg(xv + j);
-#pragma unroll
-            for (int i = 0; i < ROWS; ++i)
-              acc[i][t] += wf[i][4 * j] * xx.x + wf[i][4 * j + 1] * xx.y + wf[i][4 * j + 2] * xx.z + wf[i][4 * j + 3] * xx.w;
-          }
-        }
-      }
-    }
-    if (!waited) wait_for_producer();
+    accumulate_rows<WT, NT, ROWS>(x, N, K, wr, scales, r0, lane, K / Vec<WT>::n, acc);
   } else {
     wait_for_producer();
     for (int64_t c = lane; c < K; c += 32) {
@@ -207,6 +218,47 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
   }
 }
 
+// Few rows, long rows (the 1536-row down and output projections of Jet-Nemotron-2B): one block
+// per ROWS rows, its kWarpsPerBlock warps each a contiguous slice of K, the warps' partial sums
+// added in shared memory. With one warp per row such matrices filled a fraction of the SMs and
+// streamed at ~40% of the bandwidth (ncu, batch-1 decode). Needs the vector path (`vec`).
+template <typename WT, int NT, int ROWS>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
+                   const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y) {
+  __shared__ float partial[kWarpsPerBlock][ROWS][NT];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r0 = int64_t(blockIdx.x) * ROWS;
+  const WT* wr[ROWS];
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i) wr[i] = W + min(r0 + i, N - 1) * K;  // rows past N: computed, not stored
+  float acc[ROWS][NT];
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
+  const int64_t nvec = K / Vec<WT>::n;
+  // Slices in whole 32-vector strides, so every lane of a warp starts aligned with the others.
+  const int64_t per_warp = (nvec + 32 * kWarpsPerBlock - 1) / (32 * kWarpsPerBlock) * 32;
+  const int64_t v_begin = warp * per_warp, v_end = min(nvec, v_begin + per_warp);
+  accumulate_rows<WT, NT, ROWS>(x, N, K, wr, scales, r0, v_begin + lane, v_end, acc);
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float s = warp_sum(acc[i][t]);
+      if (lane == 0) partial[warp][i][t] = s;
+    }
+  __syncthreads();
+  if (threadIdx.x < ROWS * NT) {
+    const int i = threadIdx.x / NT, t = threadIdx.x % NT;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarpsPerBlock; ++w) sum += partial[w][i][t];
+    if (r0 + i < N) y[t * N + r0 + i] = sum + (bias ? bias[r0 + i] : 0.0f);
+  }
+}
+
 // y[T, N/2] = silu(y2[:, even]) * y2[:, odd]: the GEMM path of matmul_swiglu.
 // OT float, or the next GEMM's rounded input (bf16 / f16: the same rounding as round_input).
 template <typename OT>
@@ -227,6 +279,14 @@ bool use_pdl() {
     if (cudaGetDevice(&device) != cudaSuccess) return false;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
     return major >= 9;
+  }();
+  return on;
+}
+
+bool use_splitk() {
+  static const bool on = [] {
+    const char* env = std::getenv("JETLM_GEMV_SPLITK");
+    return !(env && std::string(env) == "0");
   }();
   return on;
 }
@@ -252,9 +312,15 @@ void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, flo
   const bool vec = W.cols % V == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
                    (reinterpret_cast<uintptr_t>(x) % 16) == 0;
   const WT* w = static_cast<const WT*>(W.data);
+  // Matrices with fewer rows than 4-row warps need to fill the GPU: split K across a block's warps
+  // (JETLM_GEMV_SPLITK=0: the older one-row-per-warp kernel, for A/B runs).
+  if (!SWIGLU && vec && use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) {
+    launch_gemv_kernel(gemv_splitk_kernel<WT, NT, 4>, blocks_for(W.rows, 4), x, W.rows, W.cols, w, W.scales, bias, y);
+    return;
+  }
   // One row (a SwiGLU pair: two) per warp for a single token on matrices too small to fill the GPU
   // with 4-row warps.
-  if (NT == 1 && W.rows < 4 * 32 * detail::sm_count()) {
+  if (NT == 1 && W.rows < 4 * 32 * detail::sm_count() && (SWIGLU || !vec || !use_splitk())) {
     constexpr int kRows = SWIGLU ? 2 : 1;
     launch_gemv_kernel(gemv_kernel<WT, 1, kRows, SWIGLU>, blocks_for(W.rows, kRows * kWarpsPerBlock), x, W.rows,
                        W.cols, w, W.scales, bias, y, vec);
