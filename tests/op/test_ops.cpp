@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/ops.h"
@@ -82,6 +83,25 @@ TEST(Ops, Matmul) {
           }
         }
   });
+}
+
+// Single-token bf16 decode: the hand-written AVX2 dot product gives the bits of the compiler's
+// AVX2 build of the portable loop (the same lanes, order and fused multiply-adds).
+TEST(Ops, Bf16DecodeDotIsBitEqualAcrossIsaLevels) {
+  if (cpu::detected_isa() != cpu::Isa::Avx2) GTEST_SKIP() << "needs a CPU whose widest level is AVX2";
+  std::mt19937 rng(9);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 31}, {33, 32}, {65, 95}, {40, 1536}, {9, 8963}}) {
+    StoredMatrix W = make_matrix(rng, rows, cols, DType::BF16);
+    std::vector<float> x = random_vector(rng, size_t(cols)), bias = random_vector(rng, size_t(rows));
+    std::vector<float> portable(static_cast<size_t>(rows)), avx2(portable.size()), expected(portable.size());
+    cpu::set_max_isa(cpu::Isa::Portable);
+    cpu::matmul(x.data(), 1, W.view, bias.data(), portable.data());
+    cpu::set_max_isa(cpu::Isa::Avx2);
+    cpu::matmul(x.data(), 1, W.view, bias.data(), avx2.data());
+    ref::matmul(x.data(), 1, W.view, bias.data(), expected.data());
+    EXPECT_EQ(0, std::memcmp(portable.data(), avx2.data(), portable.size() * sizeof(float))) << rows << "x" << cols;
+    EXPECT_LT(normalized_error(avx2, expected), kTol) << rows << "x" << cols;
+  }
 }
 
 // The FMA peak probe runs at the widest active ISA; the bf16 peak only with AVX512-BF16.
