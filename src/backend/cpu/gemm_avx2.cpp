@@ -325,8 +325,8 @@ void gemv_rows_f32_avx2(const float* W, int64_t N, int64_t K, const float* X, in
 // 32 lanes in four independent 8-wide accumulators (lane j sums elements i + j, i a multiple of
 // 32), then the tail and the lanes in the order ops_cpu.cpp's dot_bf16 adds them, so the result
 // has the same bits as its AVX2 build. Written out because the compiler's version of that loop
-// re-loads each 32-byte block for its upper half and chains its accumulators pairwise: ~10% less
-// streaming bandwidth on the 2-core EPYC VM (docs/perf.md).
+// re-loads each 32-byte block for its upper half and chains its accumulators pairwise: on the
+// 2-core EPYC VM 1-6% less GEMV bandwidth from memory in its faster regime (docs/perf.md).
 float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t i = 0;

@@ -30,11 +30,11 @@ void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, 
 // Quantizes x[K] for gemv_q8_avx2: xq[K] and float scales[q8_blocks(K)].
 void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* scales);
 
+// sum_i bf16 w[i] * x[i], bit-equal to ops_cpu.cpp's dot_bf16 built for AVX2+FMA.
+float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n);
 // Small-batch decode: Y[t, r] (row stride ldy) = X[t, :] . W[r, :] (+ bias[r]) for r < N, t < T,
 // 2 <= T <= 8, weights bf16 or f32 rows of K. Each weight row is read and converted once for all T
 // activation rows (T FMA chains), so a decode step of T sequences reads the weights once.
-// sum_i bf16 w[i] * x[i], bit-equal to ops_cpu.cpp's dot_bf16 built for AVX2+FMA.
-float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n);
 void gemv_rows_bf16_avx2(const uint16_t* W, int64_t N, int64_t K, const float* X, int64_t T, const float* bias,
                          float* y, int64_t ldy);
 void gemv_rows_f32_avx2(const float* W, int64_t N, int64_t K, const float* X, int64_t T, const float* bias, float* y,
