@@ -233,6 +233,8 @@ TEST(Ops, Attention) {
       // decode path (T <= 4): key ranges split into chunks of 256 and merged
       {1, 1000, 12, 2, 128, 999, 0, 0}, {2, 700, 6, 1, 20, 698, 0, 300}, {4, 600, 8, 2, 24, 596, 0, 0},
       {3, 513, 4, 4, 36, 1000, 490, 0},
+      // prefill in several query blocks (the partial results of a block are capped near 8 MB)
+      {200, 520, 32, 32, 128, 320, 0, 0}, {200, 520, 32, 32, 128, 320, 0, 150},
   };
   for_each_isa([&](cpu::Isa) {
   for (const Case& c : cases) {
