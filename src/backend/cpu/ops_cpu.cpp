@@ -31,8 +31,11 @@ int g_num_threads = 0;  // 0: OpenMP's default (all cores)
 // x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial (relative error ~2e-7),
 // 2^n put into the exponent bits; below -87 the result flushes to 0.
 inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
+  x = x < -87.0f ? -87.0f : x;  // a value select (std::max returns a reference: a branch)
+  // Round to nearest by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22): unlike
+  // std::nearbyint, which must not raise the inexact flag, this vectorises.
+  constexpr float kRound = 12582912.0f;
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -530,14 +533,34 @@ void attention(const float* q, const float* k, const float* v, int64_t T, int64_
   }
 }
 
-void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
-#pragma omp parallel for simd num_threads(threads()) schedule(static) if (n > 65536)
+namespace {
+
+// The SIMD loops of silu_mul / silu, in functions of their own so the ISA dispatch applies (the
+// exp polynomial's rounding needs SSE4.1's roundps; the x86-64 baseline calls a library function
+// per element instead).
+JETLM_DISPATCH void silu_mul_span(const float* gate, const float* up, int64_t n, float* out) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = silu_f(gate[i]) * up[i];
 }
 
-void silu(float* x, int64_t n) {
-#pragma omp parallel for simd num_threads(threads()) schedule(static) if (n > 65536)
+JETLM_DISPATCH void silu_span(float* x, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] = silu_f(x[i]);
+}
+
+constexpr int64_t kSiluSpan = 4096;
+
+}  // namespace
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i += kSiluSpan)
+    silu_mul_span(gate + i, up + i, std::min(kSiluSpan, n - i), out + i);
+}
+
+void silu(float* x, int64_t n) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i += kSiluSpan) silu_span(x + i, std::min(kSiluSpan, n - i));
 }
 
 void add(float* y, const float* x, int64_t n) {
