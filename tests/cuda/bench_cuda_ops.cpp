@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   struct Gemv { const char* name; int64_t rows, cols; };
   const Gemv gemvs[] = {{"attn q/o proj", 1536, 1536},  {"attn k/v proj", 256, 1536}, {"jet q/k proj", 1152, 1536},
                         {"jet v/g proj", 3072, 1536},   {"mlp gate/up", 8960, 1536},  {"mlp down", 1536, 8960},
-                        {"lm_head", 151936, 1536}};
+                        {"lm_head", 151936, 1536}, {"jet in_proj stacked", 8872, 1536},
+                        {"jet conv generator w2", 12288, 384}, {"jet o proj", 1536, 3072}};
   for (int64_t T : {1, 4, 8}) {
     if (!want("gemv")) break;
     for (const Gemv& g : gemvs) {

@@ -650,6 +650,37 @@ TEST_P(CudaGolden, GraphReplayEqualsDirectLaunchesAndPagesComeBack) {
   EXPECT_EQ(graphed.slot_tokens(3), 0);
 }
 
+// Batch-1 decode fuses the norms into the GEMVs and the residual adds into their epilogues; it
+// must give the logits of the separate norm / add kernels (the same float32 math, only the norms'
+// reduction order differs), step after step, with graphs and without.
+TEST_P(CudaGolden, FusedBatchOneDecodeEqualsTheSeparateOps) {
+  if (IsSkipped()) return;
+  const int64_t vocab = model_->config().vocab, n = int64_t(golden_.ids.size());
+  ASSERT_GT(n, 20);
+  for (bool graphs : {true, false}) {
+    cuda::CudaModelOptions opt;
+    opt.max_slots = 2;
+    opt.context_limit = 256;
+    opt.cuda_graphs = graphs;
+    cuda::CudaModelOptions separate_opt = opt;
+    separate_opt.fuse_decode = false;
+    cuda::CudaModel fused(*model_, opt), separate(*model_, separate_opt);
+    const int slot = 1;
+    fused.prefill(slot, golden_.ids.data(), 10, nullptr);
+    separate.prefill(slot, golden_.ids.data(), 10, nullptr);
+    double worst = 0;
+    for (int64_t t = 10; t < n; ++t) {
+      std::vector<float> a(static_cast<size_t>(vocab)), b(static_cast<size_t>(vocab));
+      fused.decode(&slot, golden_.ids.data() + t, 1, a.data());
+      separate.decode(&slot, golden_.ids.data() + t, 1, b.data());
+      worst = std::max(worst, normalized_error(a, b));
+    }
+    EXPECT_LE(worst, 1e-4) << (graphs ? "graphs" : "direct launches");
+    std::printf("  %s fused vs separate batch-1 decode (%s): worst logits difference %.2e\n", GetParam().c_str(),
+                graphs ? "graphs" : "direct", worst);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, CudaGolden, ::testing::ValuesIn(golden::case_names()));
 
 TEST(CudaModelErrors, BadSlotsIdsAndOverflowAreErrors) {

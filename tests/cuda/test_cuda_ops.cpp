@@ -126,6 +126,105 @@ TEST_F(CudaOps, Matmul) {
       }
 }
 
+// Every single-token GEMV layout (chosen by shape in use; forced here, so small matrices reach the
+// layouts that serve large ones), with rows that leave partial warps, groups and split-K blocks,
+// and columns off the 16-byte vector width (the scalar loop).
+TEST_F(CudaOps, MatmulEveryGemvLayout) {
+  std::mt19937 rng(7);
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 8}, {5, 7}, {37, 384}, {130, 96}, {257, 1536}, {45, 2056}};
+  for (cuda::GemvLayout layout : {cuda::GemvLayout::SplitK, cuda::GemvLayout::Rows1, cuda::GemvLayout::Rows2,
+                                  cuda::GemvLayout::Rows4, cuda::GemvLayout::Rows4Deep, cuda::GemvLayout::Group16Rows2,
+                                  cuda::GemvLayout::Group8Rows4}) {
+    cuda::set_gemv_layout(layout);
+    for (DType dtype : {DType::F32, DType::BF16, DType::I8})
+      for (auto [rows, cols] : shapes) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+        cuda::MatrixBuffer Wd = cuda::upload(W.view);
+        std::vector<float> x = random_vector(rng, size_t(cols)), bias = random_vector(rng, size_t(rows));
+        auto xd = dev(x), biasd = dev(bias);
+        std::vector<float> b(static_cast<size_t>(rows));
+        for (bool with_bias : {false, true}) {
+          auto yd = poisoned(size_t(rows));
+          cuda::matmul(xd.data(), 1, Wd.view, with_bias ? biasd.data() : nullptr, yd.data());
+          ref::matmul(x.data(), 1, W.view, with_bias ? bias.data() : nullptr, b.data());
+          EXPECT_LT(normalized_error(host(yd), b), kTolAcc)
+              << cuda::gemv_layout_name(layout) << " " << dtype_name(dtype) << " " << rows << "x" << cols
+              << (with_bias ? " bias" : "");
+        }
+      }
+  }
+  cuda::set_gemv_layout(cuda::GemvLayout::Auto);
+}
+
+// Batch-1 decode fusions: matmul_decode with the input norm inside the GEMV (an RMSNorm over the
+// row, or the JetBlock's gated per-head norm) and the residual add in the epilogue, under every
+// GEMV layout, against the reference norm followed by the reference matmul (and add). K = 2050 is
+// off the 16-byte vector width (the norm-kernel fallback); gated norms of 2 and 24 groups take the
+// warp-per-group path.
+TEST_F(CudaOps, MatmulDecodeFusesNormAndResidual) {
+  std::mt19937 rng(13);
+  const std::pair<int64_t, int64_t> shapes[] = {{37, 384}, {130, 96}, {257, 1536}, {45, 2050}, {9, 4104}};
+  for (cuda::GemvLayout layout : {cuda::GemvLayout::Auto, cuda::GemvLayout::SplitK, cuda::GemvLayout::Rows1,
+                                  cuda::GemvLayout::Rows2, cuda::GemvLayout::Rows4, cuda::GemvLayout::Rows4Deep,
+                                  cuda::GemvLayout::Group16Rows2, cuda::GemvLayout::Group8Rows4}) {
+    cuda::set_gemv_layout(layout);
+    for (DType dtype : {DType::F32, DType::BF16, DType::I8})
+      for (auto [rows, K] : shapes)
+        for (int64_t groups : {int64_t(1), int64_t(K % 24 == 0 ? 24 : 2)}) {
+          const int64_t group = K / groups;
+          const bool gated = groups > 1;
+          StoredMatrix W = make_matrix(rng, rows, K, dtype);
+          cuda::MatrixBuffer Wd = cuda::upload(W.view);
+          std::vector<float> x = random_vector(rng, size_t(K)), w = random_vector(rng, size_t(group), 0.5f, 1.5f);
+          std::vector<float> gate = random_vector(rng, size_t(K), -3.0f, 3.0f), bias = random_vector(rng, size_t(rows));
+          std::vector<float> y0 = random_vector(rng, size_t(rows));
+          for (float& v : x) v *= 4.0f;  // a norm that differs from 1
+          // Reference: the normalized input, then the product (+ bias) (+ y0).
+          std::vector<float> xn = x;
+          if (gated) ref::gated_rmsnorm(xn.data(), gate.data(), 1, groups, group, w.data(), 1e-5f);
+          else ref::rmsnorm(x.data(), 1, K, w.data(), 1e-5f, xn.data());
+          auto xd = dev(x), wd = dev(w), gated_d = dev(gate), biasd = dev(bias);
+          const cuda::GemvInputNorm norm{wd.data(), 1e-5f, group, gated ? gated_d.data() : nullptr};
+          for (bool accumulate : {false, true}) {
+            std::vector<float> expected(static_cast<size_t>(rows));
+            ref::matmul(xn.data(), 1, W.view, accumulate ? bias.data() : nullptr, expected.data());
+            if (accumulate) ref::add(expected.data(), y0.data(), rows);
+            auto yd = accumulate ? dev(y0) : poisoned(size_t(rows));
+            cuda::matmul_decode(xd.data(), Wd.view, accumulate ? biasd.data() : nullptr, yd.data(), &norm, accumulate);
+            EXPECT_LT(record("matmul_decode (fused norm)", normalized_error(host(yd), expected), kTolAcc), kTolAcc)
+                << cuda::gemv_layout_name(layout) << " " << dtype_name(dtype) << " " << rows << "x" << K
+                << (gated ? " gated" : "") << (accumulate ? " accumulate" : "");
+            if (!accumulate) continue;
+            auto yd2 = dev(y0);  // the residual add alone, no norm
+            std::vector<float> plain(static_cast<size_t>(rows));
+            ref::matmul(x.data(), 1, W.view, nullptr, plain.data());
+            ref::add(plain.data(), y0.data(), rows);
+            cuda::matmul_decode(xd.data(), Wd.view, nullptr, yd2.data(), nullptr, true);
+            EXPECT_LT(normalized_error(host(yd2), plain), kTolAcc)
+                << "residual only, " << cuda::gemv_layout_name(layout) << " " << dtype_name(dtype) << " " << rows
+                << "x" << K;
+          }
+        }
+  }
+  cuda::set_gemv_layout(cuda::GemvLayout::Auto);
+  // matmul_swiglu_decode: the fused norm, then the SwiGLU GEMV, against matmul_swiglu (tested above)
+  // of the reference-normalized input.
+  for (DType dtype : {DType::F32, DType::BF16, DType::I8})
+    for (auto [pairs, K] : {std::pair<int64_t, int64_t>{37, 96}, {300, 1536}, {20, 2050}}) {
+      StoredMatrix W = make_matrix(rng, 2 * pairs, K, dtype);
+      cuda::MatrixBuffer Wd = cuda::upload(W.view);
+      std::vector<float> x = random_vector(rng, size_t(K)), w = random_vector(rng, size_t(K), 0.5f, 1.5f);
+      std::vector<float> xn(x.size());
+      ref::rmsnorm(x.data(), 1, K, w.data(), 1e-6f, xn.data());
+      auto xd = dev(x), xnd = dev(xn), wd = dev(w);
+      auto fused = poisoned(size_t(pairs)), separate = poisoned(size_t(pairs));
+      cuda::matmul_swiglu_decode(xd.data(), Wd.view, fused.data(), cuda::GemvInputNorm{wd.data(), 1e-6f, K, nullptr});
+      cuda::matmul_swiglu(xnd.data(), 1, Wd.view, separate.data());
+      EXPECT_LT(record("matmul_swiglu_decode", normalized_error(host(fused), host(separate)), kTolAcc), kTolAcc)
+          << dtype_name(dtype) << " " << pairs << " pairs x " << K;
+    }
+}
+
 // Prefill shares one rounding of an input among its GEMMs: round_input + matmul_rounded gives the
 // bits matmul gives, and matmul_swiglu's rounded output is its float32 output rounded.
 TEST_F(CudaOps, MatmulFromASharedRoundingIsBitEqual) {

@@ -47,6 +47,16 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // Waits until at most N committed groups of this thread are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// Programmatic dependent launch (sm_90): once every block of this grid has called it, the next
+// kernel in the stream, if launched with the PDL attribute (the GEMVs), may start and issue its
+// weight loads while this grid finishes; it still waits (griddepcontrol.wait) for this grid's
+// completion before it reads any result. Called at the start of the kernels a decode-step GEMV
+// follows. Without a PDL dependent (or before sm_90) it does nothing.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
 #endif
 
 }  // namespace jetlm::cuda::detail

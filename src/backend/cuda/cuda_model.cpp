@@ -95,6 +95,8 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   // JETLM_TENSOR_CORES=0 keeps the float32 prefill kernels (for A/B benchmarks).
   if (const char* env = std::getenv("JETLM_TENSOR_CORES"); env && std::string(env) == "0") tensor_cores_ = false;
   kv_dtype_ = kv_cache_dtype(options_.kv_cache, tensor_cores_);
+  fuse_decode_ = options_.fuse_decode;
+  if (const char* env = std::getenv("JETLM_DECODE_FUSION"); env && std::string(env) == "0") fuse_decode_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -602,28 +604,39 @@ void CudaModel::decode_layers(int64_t B) {
   const int64_t D = c.hidden, Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim;
   const JetConfig& j = c.jet;
   const int32_t* slots = s.slots.data();
+  // Batch 1 (fuse): no norm or residual-add kernels. A layer's input norm runs inside its input
+  // GEMVs (matmul_decode with a GemvInputNorm over x), the output projections and the MLP's down
+  // projection add into x in their epilogues, and the JetBlock's gated output norm runs inside
+  // its output projection.
+  const bool fuse = B == 1 && fuse_decode_ && gemv_fuses_norm(D) &&
+                    (j.num_heads == 0 || gemv_fuses_norm(j.num_heads * j.head_v_dim));
+  const GemvInputNorm final_norm{final_norm_, c.rms_eps, D, nullptr};
   embedding(s.ids.data(), B, embed_, s.x.data());
   for (int il = 0; il < c.n_layers; ++il) {
     DeviceLayer& d = layers_[size_t(il)];
-    // The input norm of layers after the first is fused into the previous layer's residual add.
-    if (il == 0) rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
-    const float* xn = s.normed.data();
+    // Unfused, the input norm of layers after the first is part of the previous layer's residual add.
+    if (!fuse && il == 0) rmsnorm(s.x.data(), B, D, d.input_norm, c.rms_eps, s.normed.data());
+    const GemvInputNorm input_norm{d.input_norm, c.rms_eps, D, nullptr};
+    const auto in_matmul = [&](const DeviceMatrix& W, const float* bias, float* y) {
+      if (fuse) matmul_decode(s.x.data(), W, bias, y, &input_norm, false);
+      else matmul(s.normed.data(), B, W, bias, y);
+    };
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk;
       if (d.in_proj.data) {
         // One GEMV over the stacked projections, then one kernel for the activations, norms and gates.
-        matmul(xn, B, d.in_proj, nullptr, s.fused.data());
+        in_matmul(d.in_proj, nullptr, s.fused.data());
         jet_decode_prep(s.fused.data(), B, H, dk, dv, j.generator_hidden, 1.0f / std::sqrt(float(dk)), d.A_log,
                         d.dt_bias, s.q.data(), s.k.data(), s.u.data(), s.gate.data(), s.hidden.data(), s.beta.data(),
                         s.g.data());
       } else {
-        matmul(xn, B, d.jq, nullptr, s.q.data());
-        matmul(xn, B, d.jk, nullptr, s.k.data());
-        matmul(xn, B, d.jv, nullptr, s.u.data());
-        matmul(xn, B, d.w1, nullptr, s.hidden.data());
-        matmul(xn, B, d.jb, nullptr, s.b_raw.data());
-        matmul(xn, B, d.ja, nullptr, s.a_raw.data());
-        matmul(xn, B, d.jg, nullptr, s.gate.data());
+        in_matmul(d.jq, nullptr, s.q.data());
+        in_matmul(d.jk, nullptr, s.k.data());
+        in_matmul(d.jv, nullptr, s.u.data());
+        in_matmul(d.w1, nullptr, s.hidden.data());
+        in_matmul(d.jb, nullptr, s.b_raw.data());
+        in_matmul(d.ja, nullptr, s.a_raw.data());
+        in_matmul(d.jg, nullptr, s.gate.data());
         silu(s.q.data(), B * key_dim);
         silu(s.k.data(), B * key_dim);
         silu(s.hidden.data(), B * j.generator_hidden);
@@ -634,16 +647,21 @@ void CudaModel::decode_layers(int64_t B) {
       matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
       gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
                      s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
-      gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
-      matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
+      if (fuse) {
+        const GemvInputNorm o_norm{d.o_norm, j.norm_eps, dv, s.gate.data()};
+        matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), &o_norm, true);
+      } else {
+        gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
+        matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
+      }
     } else {
       if (d.qkv.data && (d.qkv_bias != nullptr || (!d.q_bias && !d.k_bias && !d.v_bias))) {
-        matmul(xn, B, d.qkv, d.qkv_bias, s.fused.data());
+        in_matmul(d.qkv, d.qkv_bias, s.fused.data());
         split_columns(s.fused.data(), B, d.qkv.rows, {{s.q.data(), Hq * hd}, {s.k.data(), Hkv * hd}, {s.v.data(), Hkv * hd}});
       } else {
-        matmul(xn, B, d.q, d.q_bias, s.q.data());
-        matmul(xn, B, d.k, d.k_bias, s.k.data());
-        matmul(xn, B, d.v, d.v_bias, s.v.data());
+        in_matmul(d.q, d.q_bias, s.q.data());
+        in_matmul(d.k, d.k_bias, s.k.data());
+        in_matmul(d.v, d.v_bias, s.v.data());
       }
       if (c.qk_norm) {
         rmsnorm(s.q.data(), B * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
@@ -657,7 +675,20 @@ void CudaModel::decode_layers(int64_t B) {
       attention_decode(s.q.data(), L, slots, s.lengths.data(), B, Hq, Hkv, hd, window, options_.context_limit,
                        decode_splits(B, Hkv, options_.context_limit, decode_attention_on_tensor_cores(kv_dtype_, hd)),
                        s.attn.data());
-      matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
+      if (fuse) matmul_decode(s.attn.data(), d.o, nullptr, s.x.data(), nullptr, true);
+      else matmul(s.attn.data(), B, d.o, nullptr, s.branch.data());
+    }
+    if (fuse) {
+      const GemvInputNorm post_norm{d.post_norm, c.rms_eps, D, nullptr};
+      if (d.gate_up.data) {
+        matmul_swiglu_decode(s.x.data(), d.gate_up, s.mlp_gate.data(), post_norm);
+      } else {
+        matmul_decode(s.x.data(), d.gate, nullptr, s.mlp_gate.data(), &post_norm, false);
+        matmul_decode(s.x.data(), d.up, nullptr, s.mlp_up.data(), &post_norm, false);
+        silu_mul(s.mlp_gate.data(), s.mlp_up.data(), c.intermediate, s.mlp_gate.data());
+      }
+      matmul_decode(s.mlp_gate.data(), d.down, nullptr, s.x.data(), nullptr, true);
+      continue;
     }
     add_rmsnorm(s.x.data(), s.branch.data(), B, D, d.post_norm, c.rms_eps, s.normed.data());
     mlp_gate_up(d, s.normed.data(), B);
@@ -667,6 +698,7 @@ void CudaModel::decode_layers(int64_t B) {
     else
       add(s.x.data(), s.branch.data(), B * D);
   }
+  if (fuse) return matmul_decode(s.x.data(), lm_head_, nullptr, s.logits.data(), &final_norm, false);
   rmsnorm(s.x.data(), B, D, final_norm_, c.rms_eps, s.normed.data());
   matmul(s.normed.data(), B, lm_head_, nullptr, s.logits.data());
 }

@@ -36,6 +36,10 @@ struct CudaModelOptions {
   int64_t kv_pages = 0;        // pages in each attn layer's pool; 0: every slot at context_limit
   int64_t prefill_chunk = 1024;
   bool cuda_graphs = true;     // capture and replay the decode step per batch size
+  // Batch-1 decode: each norm computed inside the GEMV that reads it and each residual add in the
+  // epilogue of the GEMV that produces it (~80 launches fewer per Jet-Nemotron-2B step).
+  // The environment's JETLM_DECODE_FUSION=0 turns it off (A/B runs).
+  bool fuse_decode = true;
   KvCacheType kv_cache = KvCacheType::Auto;
 };
 
@@ -94,6 +98,7 @@ class CudaModel final : public BatchBackend {
   // <= 128, chunks of at least kTensorCoreMinRows tokens) and the delta rule's state pass in TF32.
   static constexpr int64_t kTensorCoreMinRows = 16;
   bool tensor_cores_ = false;
+  bool fuse_decode_ = true;   // options_.fuse_decode unless JETLM_DECODE_FUSION=0
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;

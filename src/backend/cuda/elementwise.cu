@@ -41,6 +41,7 @@ __device__ __forceinline__ float load_weight(const void* data, DType dtype, cons
 }
 
 __global__ void embedding_kernel(const int32_t* ids, int64_t T, DeviceMatrix E, float* out) {
+  detail::allow_dependent_launch();
   const int64_t t = blockIdx.y;
   const int64_t row = ids[t];
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < E.cols; c += int64_t(gridDim.x) * blockDim.x)
@@ -205,6 +206,7 @@ __global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t 
                                        float* __restrict__ q, float* __restrict__ k, float* __restrict__ u,
                                        float* __restrict__ gate, float* __restrict__ hidden, float* __restrict__ beta,
                                        float* __restrict__ g) {
+  detail::allow_dependent_launch();
   const int64_t b = blockIdx.y;
   const float* row = fused + b * N;
   const int64_t key_dim = H * dk, value_dim = H * dv;

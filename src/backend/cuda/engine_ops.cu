@@ -117,6 +117,7 @@ struct DecodeParams {
 
 template <int DPL, typename KT>
 __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(DecodeParams p) {
+  detail::allow_dependent_launch();
   const KT* kcache = static_cast<const KT*>(p.kv.k);
   const KT* vcache = static_cast<const KT*>(p.kv.v);
   constexpr int HDP = 32 * DPL;
@@ -228,6 +229,7 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(Dec
 
 // One block per (head, sequence): o = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
 __global__ void attention_merge_kernel(DecodeParams p) {
+  detail::allow_dependent_launch();
   const int64_t h = blockIdx.x, b = blockIdx.y;
   const int64_t row0 = (b * p.Hq + h) * p.splits;
   float M = -INFINITY;
@@ -292,6 +294,7 @@ __device__ __forceinline__ uint4 load_stream16(const __nv_bfloat16* p) {
 // spills) on the H100 (docs/performance.md); JETLM_TC_DECODE_BLOCKS=2 selects the other for A/B.
 template <int HD, int MIN_BLOCKS>
 __global__ void __launch_bounds__(32 * kTcDecodeWarps, MIN_BLOCKS) attention_decode_tc_kernel(DecodeParams p) {
+  detail::allow_dependent_launch();
   static_assert(HD == 64 || HD == 128);
   constexpr int KSTEPS = HD / 16;  // k-steps of Q K^T
   constexpr int KW = HD / 8;       // K words a thread holds per key (HD/2 words per row, 4 threads)

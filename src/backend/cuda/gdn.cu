@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(MaxThreads) gdn_recurrent_kernel(const float* 
                                                              int64_t dk, int64_t dv, float* __restrict__ S,
                                                              float* __restrict__ o, const int32_t* __restrict__ slots,
                                                              ConvStep conv = {}) {
+  detail::allow_dependent_launch();
   extern __shared__ float sm[];
   __shared__ float v_s[32];
   const int warps = blockDim.x / 32;

@@ -29,12 +29,6 @@ namespace {
 
 constexpr int kWarpsPerBlock = 8;
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // 16 bytes of weights -> float32 values (8 for bf16/f16, 4 for f32, 16 for int8).
 template <typename WT> struct Vec;
 template <> struct Vec<float> {
@@ -99,32 +93,48 @@ __device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, i
   return __half2float(__ushort_as_half(scales[row * blocks + col / kQ8Block]));
 }
 
-// The vector loop of the GEMVs: acc[i][t] += W[r0 + i, c] x[t, c] over the 16-byte weight
-// vectors v0, v0 + 32, ... < v_end of rows wr[i] (lane-strided; 8 loads in flight per lane), then
-// waits for the producer of x (PDL) once the first weight loads are issued.
+// Rows r0 .. r0 + ROWS - 1 of W [N, K] and their zeroed accumulators; rows past N are clamped
+// to the last row (computed, not stored), so every lane takes part in the warp shuffles.
 template <typename WT, int NT, int ROWS>
+__device__ __forceinline__ void init_rows(const WT* __restrict__ W, int64_t N, int64_t K, int64_t r0,
+                                          const WT* (&wr)[ROWS], float (&acc)[ROWS][NT]) {
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i) {
+    wr[i] = W + min(r0 + i, N - 1) * K;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
+  }
+}
+
+// The vector loop of the GEMVs: acc[i][t] += W[r0 + i, c] x[t, c] over the 16-byte weight
+// vectors v0, v0 + STRIDE, ... < v_end of rows wr[i] (STRIDE lanes share the rows; UNROLL x ROWS
+// loads in flight per lane, default 8 for ROWS <= 4). `ready()` runs once in every thread, with the
+// first weight loads in flight: it waits for the producer of x (PDL) and may build x in shared
+// memory (XS: x is a shared-memory pointer).
+template <typename WT, int NT, int ROWS, int STRIDE = 32, int UNROLL = 0, bool XS = false, typename Ready>
 __device__ __forceinline__ void accumulate_rows(const float* __restrict__ x, int64_t N, int64_t K,
                                                 const WT* const (&wr)[ROWS], const uint16_t* __restrict__ scales,
-                                                int64_t r0, int64_t v0_first, int64_t v_end, float (&acc)[ROWS][NT]) {
+                                                int64_t r0, int64_t v0_first, int64_t v_end, float (&acc)[ROWS][NT],
+                                                Ready ready) {
   constexpr bool kQ8 = std::is_same_v<WT, int8_t>;
   constexpr int V = Vec<WT>::n;
-  constexpr int kUnroll = ROWS >= 4 ? 2 : 8 / ROWS;
+  constexpr int kUnroll = UNROLL > 0 ? UNROLL : ROWS >= 4 ? 2 : 8 / ROWS;
   const int64_t q8b = (K + kQ8Block - 1) / kQ8Block;
-  bool waited = false;
-  for (int64_t v0 = v0_first; v0 < v_end; v0 += 32 * kUnroll) {
-    uint4 w[kUnroll][ROWS];
+  uint4 w[kUnroll][ROWS];
+  const auto load = [&](int64_t v0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int i = 0; i < ROWS; ++i)
-        if (v0 + 32 * u < v_end) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + 32 * u);
-    if (!waited) {  // the first weight loads are in flight
-      wait_for_producer();
-      waited = true;
-    }
+        if (v0 + STRIDE * u < v_end) w[u][i] = __ldcs(reinterpret_cast<const uint4*>(wr[i]) + v0 + STRIDE * u);
+  };
+  load(v0_first);
+  ready();
+  for (int64_t v0 = v0_first; v0 < v_end; v0 += STRIDE * kUnroll) {
+    if (v0 != v0_first) load(v0);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t v = v0 + 32 * u;
+      const int64_t v = v0 + STRIDE * u;
       if (v >= v_end) break;
       const int64_t c0 = v * V;
       float wf[ROWS][V];
@@ -142,7 +152,7 @@ __device__ __forceinline__ void accumulate_rows(const float* __restrict__ x, int
         const float4* xv = reinterpret_cast<const float4*>(x + t * K + c0);
 #pragma unroll
         for (int j = 0; j < V / 4; ++j) {
-          const float4 xx = __ldg(xv + j);
+          const float4 xx = XS ? xv[j] : __ldg(xv + j);
 #pragma unroll
           for (int i = 0; i < ROWS; ++i)
             acc[i][t] += wf[i][4 * j] * xx.x + wf[i][4 * j + 1] * xx.y + wf[i][4 * j + 2] * xx.z + wf[i][4 * j + 3] * xx.w;
@@ -150,39 +160,105 @@ __device__ __forceinline__ void accumulate_rows(const float* __restrict__ x, int
       }
     }
   }
-  if (!waited) wait_for_producer();
 }
 
-// One warp per ROWS weight rows: y[t, r] = sum_c x[t, c] W[r, c] for t < NT. Each activation
-// load serves ROWS rows (the activations come from L1, whose bandwidth, not HBM, limits NT > 1
-// with one row per warp). `vec`: rows 16-byte aligned and K a multiple of the vector width, so
-// the weights stream in 16-byte loads, 8 in flight per lane.
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
-// SWIGLU: W holds gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i); the warp owns both
+template <int GROUP>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = GROUP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Batch-1 decode: the GEMV's input x [K] normalized by every block into shared memory xs [K] (the
+// norm kernel's work without its launch), per group of n.group columns:
+// xs[c] = w[c % group] * (x[c] * rsqrt(mean over c's group of x^2 + eps)) (* silu(gate[c])), in
+// the order rmsnorm / gated_rmsnorm multiply. Every thread of the block calls it.
+__device__ void normalize_input(const float* x, int64_t K, const GemvInputNorm& n, float* xs) {
+  __shared__ float partial[kWarpsPerBlock];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t groups = K / n.group;
+  if (groups == 1) {  // one norm over the row: the whole block reduces
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < K; c += blockDim.x) ss += x[c] * x[c];
+    ss = group_sum<32>(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarpsPerBlock; ++i) total += partial[i];
+    const float inv = rsqrtf(total / float(K) + n.eps);
+    for (int64_t c = threadIdx.x; c < K; c += blockDim.x)
+      xs[c] = n.w[c] * (x[c] * inv) * (n.gate ? silu_f(n.gate[c]) : 1.0f);
+  } else {  // a warp per group (head)
+    for (int64_t g = warp; g < groups; g += kWarpsPerBlock) {
+      const float* xg = x + g * n.group;
+      float ss = 0.0f;
+      for (int64_t i = lane; i < n.group; i += 32) ss += xg[i] * xg[i];
+      const float inv = rsqrtf(group_sum<32>(ss) / float(n.group) + n.eps);
+      for (int64_t i = lane; i < n.group; i += 32)
+        xs[g * n.group + i] = n.w[i] * (xg[i] * inv) * (n.gate ? silu_f(n.gate[g * n.group + i]) : 1.0f);
+    }
+  }
+  __syncthreads();
+}
+
+// The same norm into global memory, one block (the fallback of the fused GEMVs for unaligned rows).
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+input_norm_kernel(const float* __restrict__ x, int64_t K, GemvInputNorm norm, float* __restrict__ out) {
+  extern __shared__ float4 x_shared[];
+  float* xs = reinterpret_cast<float*>(x_shared);
+  normalize_input(x, K, norm, xs);
+  for (int64_t c = threadIdx.x; c < K; c += blockDim.x) out[c] = xs[c];
+}
+
+void gemv_input_norm(const float* x, int64_t K, const GemvInputNorm& norm, float* out) {
+  input_norm_kernel<<<1, 32 * kWarpsPerBlock, sizeof(float) * size_t(K), stream()>>>(x, K, norm, out);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+// GROUP lanes per ROWS weight rows (GROUP = 32: a warp; 16 or 8: a warp serves 2 or 4 row
+// blocks, for short rows): y[t, r] = sum_c x[t, c] W[r, c] for t < NT. Each activation load
+// serves ROWS rows (the activations come from L1, whose bandwidth, not HBM, limits NT > 1 with one
+// row per warp). `vec`: rows 16-byte aligned and K a multiple of the vector width, so the weights
+// stream in 16-byte loads. NORM (NT = 1, vec): x normalized per block first (normalize_input,
+// dynamic shared memory of K floats). `accumulate`: y += the product (a residual add).
+// SWIGLU: W holds gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i); the group owns both
 // rows of each pair and writes y[t, i] = silu(gate_i) * up_i into y [T, N/2] (ROWS even).
-template <typename WT, int NT, int ROWS, bool SWIGLU = false>
+template <typename WT, int NT, int ROWS, bool SWIGLU = false, int GROUP = 32, int UNROLL = 0, bool NORM = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
-            const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec) {
-  const int64_t r0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32) * ROWS;
-  const int lane = threadIdx.x % 32;
-  if (r0 >= N) return;
+            const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec,
+            GemvInputNorm norm, bool accumulate) {
+  detail::allow_dependent_launch();
+  static_assert(GROUP == 8 || GROUP == 16 || GROUP == 32);
+  static_assert(!NORM || NT == 1);
+  extern __shared__ float4 x_shared[];
+  constexpr int kGroupsPerWarp = 32 / GROUP;
+  const int lane = threadIdx.x % 32, sub = lane % GROUP;
+  const int64_t warp_r0 = (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32) * kGroupsPerWarp * ROWS;
+  // Whole warps only (the groups of a warp shuffle together); with NORM every warp stays for the
+  // block's barriers, its rows clamped and not stored.
+  if (!NORM && warp_r0 >= N) return;
+  const int64_t r0 = warp_r0 + (lane / GROUP) * ROWS;
   constexpr bool kQ8 = std::is_same_v<WT, int8_t>;
   const int64_t q8b = (K + kQ8Block - 1) / kQ8Block;
   const WT* wr[ROWS];
-#pragma unroll
-  for (int i = 0; i < ROWS; ++i) wr[i] = W + min(r0 + i, N - 1) * K;  // rows past N: computed, not stored
   float acc[ROWS][NT];
-#pragma unroll
-  for (int i = 0; i < ROWS; ++i)
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
-  if (vec) {
-    accumulate_rows<WT, NT, ROWS>(x, N, K, wr, scales, r0, lane, K / Vec<WT>::n, acc);
+  init_rows<WT, NT, ROWS>(W, N, K, r0, wr, acc);
+  if constexpr (NORM) {
+    float* xs = reinterpret_cast<float*>(x_shared);
+    accumulate_rows<WT, 1, ROWS, GROUP, UNROLL, true>(xs, N, K, wr, scales, r0, sub, K / Vec<WT>::n, acc, [&] {
+      wait_for_producer();
+      normalize_input(x, K, norm, xs);
+    });
+  } else if (vec) {
+    accumulate_rows<WT, NT, ROWS, GROUP, UNROLL>(x, N, K, wr, scales, r0, sub, K / Vec<WT>::n, acc,
+                                                 [] { wait_for_producer(); });
   } else {
     wait_for_producer();
-    for (int64_t c = lane; c < K; c += 32) {
+    for (int64_t c = sub; c < K; c += GROUP) {
       float w[ROWS];
 #pragma unroll
       for (int i = 0; i < ROWS; ++i) {
@@ -203,17 +279,23 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
     for (int i = 0; i < ROWS; i += 2)
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const float gate = warp_sum(acc[i][t]) + (bias ? bias[min(r0 + i, N - 1)] : 0.0f);
-        const float up = warp_sum(acc[i + 1][t]) + (bias ? bias[min(r0 + i + 1, N - 1)] : 0.0f);
-        if (lane == 0 && r0 + i + 1 < N) y[t * (N / 2) + (r0 + i) / 2] = silu_f(gate) * up;
+        const float gate = group_sum<GROUP>(acc[i][t]) + (bias ? bias[min(r0 + i, N - 1)] : 0.0f);
+        const float up = group_sum<GROUP>(acc[i + 1][t]) + (bias ? bias[min(r0 + i + 1, N - 1)] : 0.0f);
+        if (sub == 0 && r0 + i + 1 < N) {
+          float& out = y[t * (N / 2) + (r0 + i) / 2];
+          out = silu_f(gate) * up + (accumulate ? out : 0.0f);
+        }
       }
   } else {
 #pragma unroll
     for (int i = 0; i < ROWS; ++i)
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const float s = warp_sum(acc[i][t]);
-        if (lane == 0 && r0 + i < N) y[t * N + r0 + i] = s + (bias ? bias[r0 + i] : 0.0f);
+        const float s = group_sum<GROUP>(acc[i][t]);
+        if (sub == 0 && r0 + i < N) {
+          float& out = y[t * N + r0 + i];
+          out = s + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+        }
       }
   }
 }
@@ -222,31 +304,39 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
 // per ROWS rows, its kWarpsPerBlock warps each a contiguous slice of K, the warps' partial sums
 // added in shared memory. With one warp per row such matrices filled a fraction of the SMs and
 // streamed at ~40% of the bandwidth (ncu, batch-1 decode). Needs the vector path (`vec`).
-template <typename WT, int NT, int ROWS>
+// NORM and `accumulate` as in gemv_kernel.
+template <typename WT, int NT, int ROWS, bool NORM = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
-                   const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y) {
+                   const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y,
+                   bool /*vec*/, GemvInputNorm norm, bool accumulate) {
+  detail::allow_dependent_launch();
+  static_assert(!NORM || NT == 1);
+  extern __shared__ float4 x_shared[];
   __shared__ float partial[kWarpsPerBlock][ROWS][NT];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r0 = int64_t(blockIdx.x) * ROWS;
   const WT* wr[ROWS];
-#pragma unroll
-  for (int i = 0; i < ROWS; ++i) wr[i] = W + min(r0 + i, N - 1) * K;  // rows past N: computed, not stored
   float acc[ROWS][NT];
-#pragma unroll
-  for (int i = 0; i < ROWS; ++i)
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[i][t] = 0.0f;
+  init_rows<WT, NT, ROWS>(W, N, K, r0, wr, acc);
   const int64_t nvec = K / Vec<WT>::n;
   // Slices in whole 32-vector strides, so every lane of a warp starts aligned with the others.
   const int64_t per_warp = (nvec + 32 * kWarpsPerBlock - 1) / (32 * kWarpsPerBlock) * 32;
   const int64_t v_begin = warp * per_warp, v_end = min(nvec, v_begin + per_warp);
-  accumulate_rows<WT, NT, ROWS>(x, N, K, wr, scales, r0, v_begin + lane, v_end, acc);
+  if constexpr (NORM) {
+    float* xs = reinterpret_cast<float*>(x_shared);
+    accumulate_rows<WT, 1, ROWS, 32, 0, true>(xs, N, K, wr, scales, r0, v_begin + lane, v_end, acc, [&] {
+      wait_for_producer();
+      normalize_input(x, K, norm, xs);
+    });
+  } else {
+    accumulate_rows<WT, NT, ROWS>(x, N, K, wr, scales, r0, v_begin + lane, v_end, acc, [] { wait_for_producer(); });
+  }
 #pragma unroll
   for (int i = 0; i < ROWS; ++i)
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-      const float s = warp_sum(acc[i][t]);
+      const float s = group_sum<32>(acc[i][t]);
       if (lane == 0) partial[warp][i][t] = s;
     }
   __syncthreads();
@@ -255,7 +345,10 @@ gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* 
     float sum = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarpsPerBlock; ++w) sum += partial[w][i][t];
-    if (r0 + i < N) y[t * N + r0 + i] = sum + (bias ? bias[r0 + i] : 0.0f);
+    if (r0 + i < N) {
+      float& out = y[t * N + r0 + i];
+      out = sum + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+    }
   }
 }
 
@@ -292,11 +385,11 @@ bool use_splitk() {
 }
 
 template <typename Kernel, typename... Args>
-void launch_gemv_kernel(Kernel kernel, unsigned blocks, Args... args) {
+void launch_gemv_kernel(Kernel kernel, unsigned blocks, size_t smem, Args... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(32 * kWarpsPerBlock);
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream();
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -306,28 +399,110 @@ void launch_gemv_kernel(Kernel kernel, unsigned blocks, Args... args) {
   JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
+GemvLayout layout_from_env(const char* name, GemvLayout fallback) {
+  const char* env = std::getenv(name);
+  if (!env) return fallback;
+  const std::string v = env;
+  for (GemvLayout l : {GemvLayout::Auto, GemvLayout::SplitK, GemvLayout::Rows1, GemvLayout::Rows2, GemvLayout::Rows4,
+                       GemvLayout::Rows4Deep, GemvLayout::Group16Rows2, GemvLayout::Group8Rows4})
+    if (v == gemv_layout_name(l)) return l;
+  throw Error(std::string(name) + "=" + v +
+              ": expected auto, splitk, rows1, rows2, rows4, rows4deep, g16rows2 or g8rows4");
+}
+
+GemvLayout& forced_layout() {
+  static GemvLayout layout = layout_from_env("JETLM_GEMV", GemvLayout::Auto);
+  return layout;
+}
+
+// Single-token GEMV layout by shape: split K for matrices too short to fill the GPU with 4-row
+// warps; 4-row warps beyond. Between the sizes where split K pays and where 4-row warps fill
+// every SM (~4K to ~17K rows on an H100), JETLM_GEMV_MID and, for short rows (at most 64 16-byte
+// vectors), JETLM_GEMV_SHORT pick the layout for A/B runs; default 4-row warps (cuda_op_bench on
+// the H100: the stacked JetBlock projection 8872 x 1536 at 80% of the copy bandwidth vs 71% with
+// one row per warp, the conv generator 12288 x 384 at 59% vs 52%).
+GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
+  static const GemvLayout mid = layout_from_env("JETLM_GEMV_MID", GemvLayout::Rows4);
+  static const GemvLayout short_rows = layout_from_env("JETLM_GEMV_SHORT", mid);
+  if (use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) return GemvLayout::SplitK;
+  if (W.rows < 4 * 32 * detail::sm_count()) return vectors_per_row <= 64 ? short_rows : mid;
+  return GemvLayout::Rows4;
+}
+
+// One token (NT = 1), not SwiGLU: the layout of forced_layout() or auto_layout(); NORM: the input
+// normalized in each block (needs `vec`); `accumulate`: y += the product.
+template <typename WT, bool NORM>
+void launch_gemv_single(const float* x, const DeviceMatrix& W, const float* bias, float* y, bool vec,
+                        const GemvInputNorm& norm, bool accumulate) {
+  const WT* w = static_cast<const WT*>(W.data);
+  GemvLayout layout =
+      forced_layout() == GemvLayout::Auto ? auto_layout(W, W.cols / Vec<WT>::n) : forced_layout();
+  if (layout == GemvLayout::Auto) layout = GemvLayout::Rows4;
+  if (layout == GemvLayout::SplitK && !vec) layout = GemvLayout::Rows1;  // split K needs 16-byte vectors
+  const size_t smem = NORM ? sizeof(float) * size_t(W.cols) : 0;
+  const auto launch = [&](auto kernel, int rows_per_warp) {
+    launch_gemv_kernel(kernel, blocks_for(W.rows, rows_per_warp * kWarpsPerBlock), smem, x, W.rows, W.cols, w,
+                       W.scales, bias, y, vec, norm, accumulate);
+  };
+  switch (layout) {
+    case GemvLayout::SplitK:
+      launch_gemv_kernel(gemv_splitk_kernel<WT, 1, 4, NORM>, blocks_for(W.rows, 4), smem, x, W.rows, W.cols, w,
+                         W.scales, bias, y, vec, norm, accumulate);
+      return;
+    case GemvLayout::Rows1: return launch(gemv_kernel<WT, 1, 1, false, 32, 0, NORM>, 1);
+    case GemvLayout::Rows2: return launch(gemv_kernel<WT, 1, 2, false, 32, 4, NORM>, 2);
+    case GemvLayout::Rows4Deep: return launch(gemv_kernel<WT, 1, 4, false, 32, 4, NORM>, 4);
+    case GemvLayout::Group16Rows2: return launch(gemv_kernel<WT, 1, 2, false, 16, 4, NORM>, 4);
+    case GemvLayout::Group8Rows4: return launch(gemv_kernel<WT, 1, 4, false, 8, 2, NORM>, 16);
+    default: return launch(gemv_kernel<WT, 1, 4, false, 32, 0, NORM>, 4);
+  }
+}
+
+template <typename WT>
+bool vec_ok(const DeviceMatrix& W, const float* x) {
+  return W.cols % Vec<WT>::n == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
+         (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+}
+
 template <typename WT, int NT, bool SWIGLU>
 void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, float* y) {
-  constexpr int V = Vec<WT>::n;
-  const bool vec = W.cols % V == 0 && (reinterpret_cast<uintptr_t>(W.data) % 16) == 0 &&
-                   (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+  const bool vec = vec_ok<WT>(W, x);
   const WT* w = static_cast<const WT*>(W.data);
-  // Matrices with fewer rows than 4-row warps need to fill the GPU: split K across a block's warps
-  // (JETLM_GEMV_SPLITK=0: the older one-row-per-warp kernel, for A/B runs).
-  if (!SWIGLU && vec && use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) {
-    launch_gemv_kernel(gemv_splitk_kernel<WT, NT, 4>, blocks_for(W.rows, 4), x, W.rows, W.cols, w, W.scales, bias, y);
+  const GemvInputNorm no_norm{};
+  if constexpr (NT == 1 && !SWIGLU) {
+    return launch_gemv_single<WT, false>(x, W, bias, y, vec, no_norm, false);
+  } else {
+    // Matrices with fewer rows than 4-row warps need to fill the GPU: split K across a block's warps
+    // (JETLM_GEMV_SPLITK=0: the older one-row-per-warp kernel, for A/B runs).
+    if (!SWIGLU && vec && use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) {
+      launch_gemv_kernel(gemv_splitk_kernel<WT, NT, 4>, blocks_for(W.rows, 4), 0, x, W.rows, W.cols, w, W.scales,
+                         bias, y, vec, no_norm, false);
+      return;
+    }
+    // One SwiGLU pair per warp for a single token on matrices too small to fill the GPU with 4-row
+    // warps.
+    if (NT == 1 && SWIGLU && W.rows < 4 * 32 * detail::sm_count()) {
+      launch_gemv_kernel(gemv_kernel<WT, 1, 2, SWIGLU>, blocks_for(W.rows, 2 * kWarpsPerBlock), 0, x, W.rows, W.cols,
+                         w, W.scales, bias, y, vec, no_norm, false);
+      return;
+    }
+    launch_gemv_kernel(gemv_kernel<WT, NT, 4, SWIGLU>, blocks_for(W.rows, 4 * kWarpsPerBlock), 0, x, W.rows, W.cols,
+                       w, W.scales, bias, y, vec, no_norm, false);
+  }
+}
+
+// matmul_swiglu for one token with the input normalized in each block (NORM) as above.
+template <typename WT>
+void launch_gemv_swiglu_norm(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm) {
+  const WT* w = static_cast<const WT*>(W.data);
+  const size_t smem = sizeof(float) * size_t(W.cols);
+  if (W.rows < 4 * 32 * detail::sm_count()) {
+    launch_gemv_kernel(gemv_kernel<WT, 1, 2, true, 32, 0, true>, blocks_for(W.rows, 2 * kWarpsPerBlock), smem, x,
+                       W.rows, W.cols, w, W.scales, nullptr, y, true, norm, false);
     return;
   }
-  // One row (a SwiGLU pair: two) per warp for a single token on matrices too small to fill the GPU
-  // with 4-row warps.
-  if (NT == 1 && W.rows < 4 * 32 * detail::sm_count() && (SWIGLU || !vec || !use_splitk())) {
-    constexpr int kRows = SWIGLU ? 2 : 1;
-    launch_gemv_kernel(gemv_kernel<WT, 1, kRows, SWIGLU>, blocks_for(W.rows, kRows * kWarpsPerBlock), x, W.rows,
-                       W.cols, w, W.scales, bias, y, vec);
-    return;
-  }
-  launch_gemv_kernel(gemv_kernel<WT, NT, 4, SWIGLU>, blocks_for(W.rows, 4 * kWarpsPerBlock), x, W.rows, W.cols, w,
-                     W.scales, bias, y, vec);
+  launch_gemv_kernel(gemv_kernel<WT, 1, 4, true, 32, 0, true>, blocks_for(W.rows, 4 * kWarpsPerBlock), smem, x,
+                     W.rows, W.cols, w, W.scales, nullptr, y, true, norm, false);
 }
 
 template <typename WT, bool SWIGLU = false>
@@ -471,6 +646,22 @@ void round_to(const float* x, int64_t n, DType weight_type, void* out) {
 
 }  // namespace
 
+const char* gemv_layout_name(GemvLayout layout) {
+  switch (layout) {
+    case GemvLayout::Auto: return "auto";
+    case GemvLayout::SplitK: return "splitk";
+    case GemvLayout::Rows1: return "rows1";
+    case GemvLayout::Rows2: return "rows2";
+    case GemvLayout::Rows4: return "rows4";
+    case GemvLayout::Rows4Deep: return "rows4deep";
+    case GemvLayout::Group16Rows2: return "g16rows2";
+    case GemvLayout::Group8Rows4: return "g8rows4";
+  }
+  return "?";
+}
+
+void set_gemv_layout(GemvLayout layout) { forced_layout() = layout; }
+
 bool gemm_rounds_input(int64_t T, const DeviceMatrix& W) { return T > kGemvMaxT && W.dtype != DType::F32; }
 
 void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out) {
@@ -551,6 +742,65 @@ void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, c
     swiglu_pairs_kernel<float><<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, y);
   }
   JETLM_CUDA_CHECK_LAUNCH();
+}
+
+bool gemv_fuses_norm(int64_t K) { return K > 0 && sizeof(float) * size_t(K) <= kGemvNormMaxBytes; }
+
+namespace {
+
+void check_fusion(const char* op, const float* x, const DeviceMatrix& W, const GemvInputNorm* norm) {
+  JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
+               (W.dtype == DType::I8 && W.scales != nullptr), std::string(op) + ": unsupported weight dtype");
+  JETLM_ASSERT(W.rows > 0 && W.cols > 0, std::string(op) + ": empty weight matrix");
+  if (!norm) return;
+  JETLM_ASSERT(gemv_fuses_norm(W.cols), std::string(op) + ": the fused input norm holds at most " +
+                                            std::to_string(kGemvNormMaxBytes / 4) + " columns, got " +
+                                            std::to_string(W.cols));
+  JETLM_ASSERT(norm->w && norm->group > 0 && W.cols % norm->group == 0,
+               std::string(op) + ": the norm needs weights and a group size dividing K = " + std::to_string(W.cols));
+  (void)x;
+}
+
+}  // namespace
+
+void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, float* y, const GemvInputNorm* norm,
+                   bool accumulate) {
+  check_fusion("matmul_decode", x, W, norm);
+  const auto run = [&](auto type_tag) {
+    using WT = decltype(type_tag);
+    const bool vec = vec_ok<WT>(W, x);
+    if (norm && vec) return launch_gemv_single<WT, true>(x, W, bias, y, vec, *norm, accumulate);
+    if (norm) {  // rows not 16-byte aligned: the norm kernel, then the plain GEMV
+      float* xn = static_cast<float*>(detail::workspace(13, sizeof(float) * size_t(W.cols)));
+      gemv_input_norm(x, W.cols, *norm, xn);
+      return launch_gemv_single<WT, false>(xn, W, bias, y, vec_ok<WT>(W, xn), GemvInputNorm{}, accumulate);
+    }
+    launch_gemv_single<WT, false>(x, W, bias, y, vec, GemvInputNorm{}, accumulate);
+  };
+  switch (W.dtype) {
+    case DType::F32: return run(float{});
+    case DType::BF16: return run(__nv_bfloat16{});
+    case DType::F16: return run(__half{});
+    default: return run(int8_t{});
+  }
+}
+
+void matmul_swiglu_decode(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm) {
+  JETLM_ASSERT(W.rows % 2 == 0, "matmul_swiglu_decode: W must hold gate/up row pairs");
+  check_fusion("matmul_swiglu_decode", x, W, &norm);
+  const auto run = [&](auto type_tag) {
+    using WT = decltype(type_tag);
+    if (vec_ok<WT>(W, x)) return launch_gemv_swiglu_norm<WT>(x, W, y, norm);
+    float* xn = static_cast<float*>(detail::workspace(13, sizeof(float) * size_t(W.cols)));
+    gemv_input_norm(x, W.cols, norm, xn);
+    launch_gemv<WT, true>(xn, 1, W, nullptr, y);
+  };
+  switch (W.dtype) {
+    case DType::F32: return run(float{});
+    case DType::BF16: return run(__nv_bfloat16{});
+    case DType::F16: return run(__half{});
+    default: return run(int8_t{});
+  }
 }
 
 double measure_bf16_gemm_tflops(int64_t n) {

@@ -115,6 +115,14 @@ MatrixBuffer upload(const Matrix& m);
 inline constexpr int64_t kGemvMaxT = 8;
 
 void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
+// The single-token GEMV's layout (T == 1, not matmul_swiglu): Auto picks by shape; a fixed layout
+// is for A/B runs (environment JETLM_GEMV=<name>, read once) and for tests, which reach every
+// layout with small matrices. SplitK: a block of 8 warps per 4 rows, each warp a slice of K.
+// RowsN: N rows per warp (Rows4Deep: twice the loads in flight). GroupGRowsN: G lanes per N rows,
+// 32/G row groups per warp (short rows). Process-wide, not thread-safe against running launches.
+enum class GemvLayout { Auto, SplitK, Rows1, Rows2, Rows4, Rows4Deep, Group16Rows2, Group8Rows4 };
+const char* gemv_layout_name(GemvLayout layout);
+void set_gemv_layout(GemvLayout layout);
 // Prefill: the GEMM of half-precision or q8 weights rounds its float32 input to bf16/f16 first;
 // several GEMMs of one input share one rounding through these. gemm_rounds_input: matmul(x, T, W)
 // would round (T > kGemvMaxT, W not float32). round_input: out [n] (2 bytes each) = x rounded as
@@ -130,6 +138,25 @@ void matmul_rounded(const void* x_rounded, int64_t T, const DeviceMatrix& W, con
 // y is then not written).
 void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, const void* x_rounded = nullptr,
                    void* y_rounded = nullptr);
+// Batch-1 decode fusions (one token, the GEMV path). `norm`: x is normalized inside the GEMV, each
+// block computing the norm into shared memory (the norm kernel's work without its launch):
+// xn[c] = w[c % group] * (x[c] * rsqrt(mean over c's group of x^2 + eps)) (* silu(gate[c]) when
+// gate is given), with group = K for an RMSNorm over the row, or head_v_dim for the JetBlock's
+// gated per-head output norm. `accumulate`: y += x W^T (+ bias), the residual add in the epilogue.
+// gemv_fuses_norm: K small enough for the shared-memory copy (at most kGemvNormMaxBytes).
+struct GemvInputNorm {
+  const float* w = nullptr;     // [group]
+  float eps = 0.0f;
+  int64_t group = 0;            // columns per norm; divides K
+  const float* gate = nullptr;  // [K] or null
+};
+inline constexpr size_t kGemvNormMaxBytes = size_t(40) << 10;  // within the 48 KiB without opt-in
+bool gemv_fuses_norm(int64_t K);
+// y [1, N] (+)= norm(x) W^T + bias (norm null: x as given).
+void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, float* y, const GemvInputNorm* norm,
+                   bool accumulate);
+// matmul_swiglu for one token with the input norm fused: y [1, N/2].
+void matmul_swiglu_decode(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm);
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out);
 void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, float* out);
 void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta);
