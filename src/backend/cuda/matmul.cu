@@ -1,6 +1,8 @@
 // matmul: y[T, N] = x[T, K] W^T (+ bias), W row-major [N, K] on the device.
-//  - T <= kGemvMaxT: GEMV kernel, one warp per weight row, 16-byte streaming loads of the weights,
-//    float32 activations, float32 accumulation (decode is bound by reading the weights once).
+//  - T <= kGemvMaxT: GEMV kernels (split K across a block, or 1-4 rows per warp, by shape), 16-byte
+//    streaming loads of the weights, float32 activations, float32 accumulation (decode is bound by
+//    reading the weights once). Batch 1 may fuse the input's norm and a residual add
+//    (matmul_decode).
 //  - larger T: cuBLASLt matmul (plans cached per shape). f32 weights: pure float32 (compute 32F, no
 //    TF32). bf16/f16 weights: the activations are
 //    rounded to the weight type, float32 accumulation. q8: a block of rows is dequantized to
