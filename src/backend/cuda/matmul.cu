@@ -466,26 +466,37 @@ bool vec_ok(const DeviceMatrix& W, const float* x) {
          (reinterpret_cast<uintptr_t>(x) % 16) == 0;
 }
 
+// matmul_swiglu for one token: one gate/up pair per warp on matrices too small to fill the GPU
+// with 4-row warps, 4 rows (2 pairs) per warp beyond; NORM: the input normalized in each block.
+template <typename WT, bool NORM>
+void launch_gemv_swiglu_single(const float* x, const DeviceMatrix& W, float* y, bool vec, const GemvInputNorm& norm) {
+  const WT* w = static_cast<const WT*>(W.data);
+  const size_t smem = NORM ? sizeof(float) * size_t(W.cols) : 0;
+  if (W.rows < 4 * 32 * detail::sm_count()) {
+    launch_gemv_kernel(gemv_kernel<WT, 1, 2, true, 32, 0, NORM>, blocks_for(W.rows, 2 * kWarpsPerBlock), smem, x,
+                       W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false);
+    return;
+  }
+  launch_gemv_kernel(gemv_kernel<WT, 1, 4, true, 32, 0, NORM>, blocks_for(W.rows, 4 * kWarpsPerBlock), smem, x,
+                     W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false);
+}
+
+// matmul / matmul_swiglu for T = NT <= kGemvMaxT tokens (bias: matmul only).
 template <typename WT, int NT, bool SWIGLU>
 void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, float* y) {
   const bool vec = vec_ok<WT>(W, x);
   const WT* w = static_cast<const WT*>(W.data);
   const GemvInputNorm no_norm{};
   if constexpr (NT == 1 && !SWIGLU) {
-    return launch_gemv_single<WT, false>(x, W, bias, y, vec, no_norm, false);
+    launch_gemv_single<WT, false>(x, W, bias, y, vec, no_norm, false);
+  } else if constexpr (NT == 1) {
+    launch_gemv_swiglu_single<WT, false>(x, W, y, vec, no_norm);
   } else {
     // Matrices with fewer rows than 4-row warps need to fill the GPU: split K across a block's warps
-    // (JETLM_GEMV_SPLITK=0: the older one-row-per-warp kernel, for A/B runs).
+    // (JETLM_GEMV_SPLITK=0: 4-row warps, for A/B runs).
     if (!SWIGLU && vec && use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) {
       launch_gemv_kernel(gemv_splitk_kernel<WT, NT, 4>, blocks_for(W.rows, 4), 0, x, W.rows, W.cols, w, W.scales,
                          bias, y, vec, no_norm, false);
-      return;
-    }
-    // One SwiGLU pair per warp for a single token on matrices too small to fill the GPU with 4-row
-    // warps.
-    if (NT == 1 && SWIGLU && W.rows < 4 * 32 * detail::sm_count()) {
-      launch_gemv_kernel(gemv_kernel<WT, 1, 2, SWIGLU>, blocks_for(W.rows, 2 * kWarpsPerBlock), 0, x, W.rows, W.cols,
-                         w, W.scales, bias, y, vec, no_norm, false);
       return;
     }
     launch_gemv_kernel(gemv_kernel<WT, NT, 4, SWIGLU>, blocks_for(W.rows, 4 * kWarpsPerBlock), 0, x, W.rows, W.cols,
@@ -493,18 +504,15 @@ void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, flo
   }
 }
 
-// matmul_swiglu for one token with the input normalized in each block (NORM) as above.
-template <typename WT>
-void launch_gemv_swiglu_norm(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm) {
-  const WT* w = static_cast<const WT*>(W.data);
-  const size_t smem = sizeof(float) * size_t(W.cols);
-  if (W.rows < 4 * 32 * detail::sm_count()) {
-    launch_gemv_kernel(gemv_kernel<WT, 1, 2, true, 32, 0, true>, blocks_for(W.rows, 2 * kWarpsPerBlock), smem, x,
-                       W.rows, W.cols, w, W.scales, nullptr, y, true, norm, false);
-    return;
+// Calls f with a value of the weight's element type: float, bf16, f16, or int8 for q8.
+template <typename F>
+void with_weight_type(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::F32: return f(float{});
+    case DType::BF16: return f(__nv_bfloat16{});
+    case DType::F16: return f(__half{});
+    default: return f(int8_t{});
   }
-  launch_gemv_kernel(gemv_kernel<WT, 1, 4, true, 32, 0, true>, blocks_for(W.rows, 4 * kWarpsPerBlock), smem, x,
-                     W.rows, W.cols, w, W.scales, nullptr, y, true, norm, false);
 }
 
 template <typename WT, bool SWIGLU = false>
@@ -696,14 +704,8 @@ void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias,
                (W.dtype == DType::I8 && W.scales != nullptr), "matmul: unsupported weight dtype");
   JETLM_ASSERT(W.rows > 0 && W.cols > 0 && T >= 0);
   if (T == 0) return;
-  if (T <= kGemvMaxT) {
-    switch (W.dtype) {
-      case DType::F32: return launch_gemv<float>(x, T, W, bias, y);
-      case DType::BF16: return launch_gemv<__nv_bfloat16>(x, T, W, bias, y);
-      case DType::F16: return launch_gemv<__half>(x, T, W, bias, y);
-      default: return launch_gemv<int8_t>(x, T, W, bias, y);
-    }
-  }
+  if (T <= kGemvMaxT)
+    return with_weight_type(W.dtype, [&](auto type) { launch_gemv<decltype(type)>(x, T, W, bias, y); });
   const int64_t N = W.rows, K = W.cols;
   JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
   if (W.dtype == DType::F32) return gemm(x, W.data, CUDA_R_32F, T, N, K, bias, y, N);
@@ -721,14 +723,8 @@ void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, c
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
                (W.dtype == DType::I8 && W.scales != nullptr), "matmul_swiglu: unsupported weight dtype");
   if (T == 0) return;
-  if (T <= kGemvMaxT) {
-    switch (W.dtype) {
-      case DType::F32: return launch_gemv<float, true>(x, T, W, nullptr, y);
-      case DType::BF16: return launch_gemv<__nv_bfloat16, true>(x, T, W, nullptr, y);
-      case DType::F16: return launch_gemv<__half, true>(x, T, W, nullptr, y);
-      default: return launch_gemv<int8_t, true>(x, T, W, nullptr, y);
-    }
-  }
+  if (T <= kGemvMaxT)
+    return with_weight_type(W.dtype, [&](auto type) { launch_gemv<decltype(type), true>(x, T, W, nullptr, y); });
   // GEMM into scratch (workspace slot 12), then the pairs.
   auto* y2 = static_cast<float*>(detail::workspace(12, sizeof(float) * size_t(T * W.rows)));
   if (x_rounded) matmul_rounded(x_rounded, T, W, nullptr, y2);
@@ -768,8 +764,8 @@ void check_fusion(const char* op, const float* x, const DeviceMatrix& W, const G
 void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, float* y, const GemvInputNorm* norm,
                    bool accumulate) {
   check_fusion("matmul_decode", x, W, norm);
-  const auto run = [&](auto type_tag) {
-    using WT = decltype(type_tag);
+  with_weight_type(W.dtype, [&](auto type) {
+    using WT = decltype(type);
     const bool vec = vec_ok<WT>(W, x);
     if (norm && vec) return launch_gemv_single<WT, true>(x, W, bias, y, vec, *norm, accumulate);
     if (norm) {  // rows not 16-byte aligned: the norm kernel, then the plain GEMV
@@ -778,31 +774,19 @@ void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, flo
       return launch_gemv_single<WT, false>(xn, W, bias, y, vec_ok<WT>(W, xn), GemvInputNorm{}, accumulate);
     }
     launch_gemv_single<WT, false>(x, W, bias, y, vec, GemvInputNorm{}, accumulate);
-  };
-  switch (W.dtype) {
-    case DType::F32: return run(float{});
-    case DType::BF16: return run(__nv_bfloat16{});
-    case DType::F16: return run(__half{});
-    default: return run(int8_t{});
-  }
+  });
 }
 
 void matmul_swiglu_decode(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm) {
   JETLM_ASSERT(W.rows % 2 == 0, "matmul_swiglu_decode: W must hold gate/up row pairs");
   check_fusion("matmul_swiglu_decode", x, W, &norm);
-  const auto run = [&](auto type_tag) {
-    using WT = decltype(type_tag);
-    if (vec_ok<WT>(W, x)) return launch_gemv_swiglu_norm<WT>(x, W, y, norm);
+  with_weight_type(W.dtype, [&](auto type) {
+    using WT = decltype(type);
+    if (vec_ok<WT>(W, x)) return launch_gemv_swiglu_single<WT, true>(x, W, y, true, norm);
     float* xn = static_cast<float*>(detail::workspace(13, sizeof(float) * size_t(W.cols)));
     gemv_input_norm(x, W.cols, norm, xn);
     launch_gemv<WT, true>(xn, 1, W, nullptr, y);
-  };
-  switch (W.dtype) {
-    case DType::F32: return run(float{});
-    case DType::BF16: return run(__nv_bfloat16{});
-    case DType::F16: return run(__half{});
-    default: return run(int8_t{});
-  }
+  });
 }
 
 double measure_bf16_gemm_tflops(int64_t n) {
