@@ -56,6 +56,10 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   }
 }
 
+WeightPlacement weight_placement(bool mmap_flag, const std::string& device) {
+  return mmap_flag || device == "cuda" ? WeightPlacement::Mapped : WeightPlacement::Memory;
+}
+
 std::string resolve_model_dir(const std::string& given) {
   namespace fs = std::filesystem;
   if (!given.empty()) return given;

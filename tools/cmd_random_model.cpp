@@ -64,7 +64,7 @@ void run_random_model(const RandomModelArgs& args) {
   for (const char* name : {"config.json", "model.safetensors", "model.safetensors.index.json"})
     if (fs::exists(fs::path(args.out_dir) / name) && !args.force)
       throw_error(args.out_dir, std::string(name) + " already exists; pass --force to replace it");
-  std::vector<std::unique_ptr<uint8_t[]>> storage;
+  WeightStorage storage;
   ModelWeights weights = random_weights(parsed, dtype, args.seed, storage);
   save_weights(parsed, weights, dtype, args.out_dir + "/model.safetensors", args.force);
   const std::string dumped = config.dump(2) + "\n";

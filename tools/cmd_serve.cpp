@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "backend/ops.h"
+#include "cli_util.h"
 #include "commands.h"
 #ifdef JETLM_HAVE_CUDA
 #include "backend/cuda/cuda_model.h"
@@ -37,6 +38,7 @@ struct ServeArgs {
   int64_t ctx = 0, prefill_chunk = 256;
   double shutdown_grace = 5.0;
   std::string device = "cpu";
+  bool mmap = false;
 };
 
 void run_serve(const ServeArgs& args) {
@@ -52,7 +54,8 @@ void run_serve(const ServeArgs& args) {
   } catch (const Error& e) {
     std::fprintf(stderr, "jetlm serve: no chat template (%s); /v1/chat/completions will answer 400\n", e.what());
   }
-  auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"));
+  auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
+                           weight_placement(args.mmap, args.device));
   const ModelConfig& config = model->config();
   if (args.ctx < 0 || args.ctx > config.max_position)
     throw_error("--ctx", "expected 1.." + std::to_string(config.max_position) + " (the model's max_position_embeddings), got " +
@@ -135,6 +138,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--model-name", args->model_name, "the model id clients use (default: the directory's name)");
   cmd->add_option("--weights", args->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
+  cmd->add_flag("--mmap", args->mmap, kMmapHelp);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_option("--prefill-chunk", args->prefill_chunk, "prompt tokens per prefill step (default 256)")
       ->check(CLI::PositiveNumber);

@@ -49,12 +49,12 @@ void matrix_row_f32(const Matrix& W, int64_t r, float* out) {
   }
 }
 
-Matrix quantize_matrix_q8(const Matrix& W, std::vector<std::unique_ptr<uint8_t[]>>& storage) {
+Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage) {
   if (W.dtype == DType::I8) return W;
   const int64_t blocks = q8_blocks(W.cols);
-  storage.push_back(std::make_unique<uint8_t[]>(size_t(W.rows * W.cols)));
+  storage.push_back(allocate_host_bytes(size_t(W.rows * W.cols)));
   int8_t* q = reinterpret_cast<int8_t*>(storage.back().get());
-  storage.push_back(std::make_unique<uint8_t[]>(size_t(W.rows * blocks * 2)));
+  storage.push_back(allocate_host_bytes(size_t(W.rows * blocks * 2)));
   uint16_t* scales = reinterpret_cast<uint16_t*>(storage.back().get());
 #pragma omp parallel
   {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/host_memory.h"
 #include "core/tensor.h"
 
 namespace jetlm {
@@ -16,7 +17,7 @@ void quantize_row_q8(const float* x, int64_t n, int8_t* q, uint16_t* scales);
 // out[n] = q * scale.
 void dequantize_row_q8(const int8_t* q, const uint16_t* scales, int64_t n, float* out);
 // A q8 copy of W (any dtype); its bytes are appended to `storage`, which must outlive it.
-Matrix quantize_matrix_q8(const Matrix& W, std::vector<std::unique_ptr<uint8_t[]>>& storage);
+Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage);
 // Row r of W (any dtype, q8 included) as float32: out[W.cols].
 void matrix_row_f32(const Matrix& W, int64_t r, float* out);
 

@@ -19,7 +19,7 @@ WeightFormat parse_weight_format(const std::string& text, const std::string& fla
   throw_error(flag, "unknown weight format '" + text + "', expected as-stored or q8");
 }
 
-std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat format) {
+std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat format, WeightPlacement placement) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(model_dir)) throw_error(model_dir, "not a directory (expected a model directory with config.json and *.safetensors)");
   const std::string config_path = (fs::path(model_dir) / "config.json").string();
@@ -28,7 +28,13 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat fo
   model->config_ = load_model_config(model_dir);
   model->checkpoint_ = std::make_unique<Checkpoint>(model_dir);
   model->weights_ = bind_weights(model->config_, *model->checkpoint_);
-  if (format == WeightFormat::Q8) quantize_weights_q8(model->config_, model->weights_, model->owned_);
+  if (format == WeightFormat::Q8) {
+    // Quantizing reads the mapped weights once; the few matrices kept as stored stay mapped.
+    quantize_weights_q8(model->config_, model->weights_, model->owned_);
+  } else if (placement == WeightPlacement::Memory) {
+    copy_weights_to_memory(model->config_, model->weights_, model->owned_);
+    model->checkpoint_.reset();
+  }
   return model;
 }
 
@@ -36,7 +42,7 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, DType dtype, uin
   std::unique_ptr<Model> model(new Model());
   model->config_ = config;
   if (dtype == DType::I8) {
-    std::vector<std::unique_ptr<uint8_t[]>> bf16_storage;  // freed once quantized
+    WeightStorage bf16_storage;  // freed once quantized
     model->weights_ = random_weights(model->config_, DType::BF16, seed, bf16_storage);
     quantize_weights_q8(model->config_, model->weights_, model->owned_);
   } else {

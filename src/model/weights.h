@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/host_memory.h"
 #include "core/tensor.h"
 #include "model/config.h"
 
@@ -65,12 +66,16 @@ ModelWeights bind_weights(const ModelConfig& config, const Checkpoint& checkpoin
 // Random weights in `dtype` (F32/BF16/F16) for benchmarks and tests; storage is appended to
 // `storage`, which must outlive the weights.
 ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed,
-                            std::vector<std::unique_ptr<uint8_t[]>>& storage);
+                            WeightStorage& storage);
 
 // Replaces every weight matrix by its q8 form (blocks of 32 with f16 scales, see core/tensor.h);
 // the new bytes go to `storage`. Norms, biases and gate vectors stay float32.
 void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
-                         std::vector<std::unique_ptr<uint8_t[]>>& storage);
+                         WeightStorage& storage);
+
+// Copies every weight matrix (and q8 scales) into `storage` (2 MiB pages where the kernel grants
+// them), so the weights no longer depend on a mapped checkpoint.
+void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage);
 
 // Writes `weights` as one safetensors file under the tensor names of `config`: matrices as they are
 // stored, vectors (norms, biases, gates) in `vector_dtype`. A tied head is written once.

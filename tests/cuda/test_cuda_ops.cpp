@@ -85,7 +85,7 @@ std::vector<float> host(const cuda::Buffer<float>& b) {
 struct StoredMatrix {
   std::vector<uint16_t> half;
   std::vector<float> full;
-  std::vector<std::unique_ptr<uint8_t[]>> q8;
+  WeightStorage q8;
   Matrix view;
 };
 

@@ -148,7 +148,7 @@ TEST(Quantize, RoundTripErrorIsBoundedByHalfAStep) {
 TEST(Ops, MatmulQ8) {
  for_each_isa([](cpu::Isa isa) {
   std::mt19937 rng(8);
-  std::vector<std::unique_ptr<uint8_t[]>> storage;
+  WeightStorage storage;
   for (int64_t T : {1, 2, 5, 8, 9, 64})
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {64, 1536}}) {
       StoredMatrix W = make_matrix(rng, rows, cols, DType::BF16);

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
+#include "core/host_memory.h"
 #include "io/mapped_file.h"
 #include "jetlm/model.h"
 #include "model/presets.h"
@@ -151,6 +153,37 @@ TEST_F(BadInput, ValidTinyModelLoadsAndRuns) {
   const int32_t ids[] = {1, 2, 49};
   model->forward(ids, 3, cache, logits.data());
   for (float x : logits) EXPECT_TRUE(std::isfinite(x));
+}
+
+// The default placement copies the weights out of the checkpoint: the same logits as the mapped
+// model, and the model keeps working after the file changes under it (a mapped one would fault).
+TEST_F(BadInput, InMemoryWeightsEqualMappedAndDoNotNeedTheFile) {
+  const int32_t ids[] = {1, 2, 49, 7};
+  std::vector<float> mapped_logits(50 * 4), memory_logits(50 * 4);
+  {
+    auto mapped = Model::load(dir_, WeightFormat::AsStored, WeightPlacement::Mapped);
+    HybridCache cache = mapped->new_cache();
+    mapped->forward(ids, 4, cache, mapped_logits.data());
+  }
+  auto memory = Model::load(dir_);
+  fs::resize_file(dir_ + "/model.safetensors", 0);
+  HybridCache cache = memory->new_cache();
+  memory->forward(ids, 4, cache, memory_logits.data());
+  EXPECT_EQ(std::memcmp(mapped_logits.data(), memory_logits.data(), mapped_logits.size() * sizeof(float)), 0);
+}
+
+TEST(HostMemory, SmallAndHugePageBuffers) {
+  for (size_t n : {size_t(0), size_t(100), size_t(3) << 20, (size_t(2) << 20) + 1}) {
+    HostBytes b = allocate_host_bytes(n);
+    ASSERT_NE(b.get(), nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % 64, 0u) << n;
+    // Buffers that get their own mapping start on a 2 MiB boundary, so all their pages can be huge.
+    if (n >= (size_t(2) << 20)) EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % (size_t(2) << 20), 0u) << n;
+    if (n > 0) {
+      std::memset(b.get(), 0xab, n);  // every byte writable (ASan checks the heap ones)
+      EXPECT_EQ(b[n - 1], 0xab);
+    }
+  }
 }
 
 TEST_F(BadInput, MissingFiles) {

@@ -323,10 +323,10 @@ void gemv_rows_f32_avx2(const float* W, int64_t N, int64_t K, const float* X, in
 }
 
 // 32 lanes in four independent 8-wide accumulators (lane j sums elements i + j, i a multiple of
-// 32), then the tail and the lanes in the order ops_cpu.cpp's dot_bf16 adds them, so the result
-// has the same bits as its AVX2 build. Written out because the compiler's version of that loop
-// re-loads each 32-byte block for its upper half and chains its accumulators pairwise: on the
-// 2-core EPYC VM 1-6% less GEMV bandwidth from memory in its faster regime (docs/perf.md).
+// 32), then the tail and the pairwise lane reduction in the order ops_cpu.cpp's dot_bf16 adds them,
+// so the result has the same bits as its AVX2 build. Written out because the compiler's version of
+// that loop re-loads each 32-byte block for its upper half and chains its accumulators pairwise: on
+// the 2-core EPYC VM 1-6% less GEMV bandwidth from memory in its faster regime (docs/perf.md).
 float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t i = 0;
@@ -340,12 +340,14 @@ float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
       acc[q] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i + 8 * q), acc[q]);
     }
   }
-  float partial[32];
-  for (int q = 0; q < 4; ++q) _mm256_storeu_ps(partial + 8 * q, acc[q]);
   float sum = 0.0f;
   for (; i < n; ++i) sum = std::fma(bf16_to_f32(w[i]), x[i], sum);
-  for (int j = 0; j < 32; ++j) sum += partial[j];
-  return sum;
+  // Lanes j += j + 16, then j += j + 8 (whole registers), then + 4, + 2, + 1 within one.
+  const __m256 r8 = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+  __m128 r4 = _mm_add_ps(_mm256_castps256_ps128(r8), _mm256_extractf128_ps(r8, 1));
+  r4 = _mm_add_ps(r4, _mm_movehl_ps(r4, r4));
+  r4 = _mm_add_ss(r4, _mm_movehdup_ps(r4));
+  return sum + _mm_cvtss_f32(r4);
 }
 
 }  // namespace jetlm::cpu::kernels

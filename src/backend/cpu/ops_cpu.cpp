@@ -62,6 +62,15 @@ inline float silu_f(float x) {
 // registers, so the loop is bound by loads, not by the latency of one accumulator chain.
 constexpr int64_t kLanes = 32;
 
+// The partial sums are added pairwise (lane j + lane j + 16, then + 8, ...), so the reduction is
+// five vector adds instead of a 32-add serial chain: in a single-token GEMV over short rows, that
+// chain capped one core at ~24 GB/s of bf16 weights from cache (33 GB/s pairwise; docs/perf.md).
+inline float reduce_lanes(float (&partial)[kLanes]) {
+  for (int64_t width = kLanes / 2; width > 0; width /= 2)
+    for (int64_t j = 0; j < width; ++j) partial[j] += partial[j + width];
+  return partial[0];
+}
+
 JETLM_DISPATCH float dot_f32(const float* a, const float* b, int64_t n) {
   float partial[kLanes] = {};
   int64_t i = 0;
@@ -69,8 +78,7 @@ JETLM_DISPATCH float dot_f32(const float* a, const float* b, int64_t n) {
     for (int64_t j = 0; j < kLanes; ++j) partial[j] += a[i + j] * b[i + j];
   float acc = 0.0f;
   for (; i < n; ++i) acc += a[i] * b[i];
-  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
-  return acc;
+  return acc + reduce_lanes(partial);
 }
 
 JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
@@ -80,8 +88,7 @@ JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
     for (int64_t j = 0; j < kLanes; ++j) partial[j] += bf16_to_f32(w[i + j]) * x[i + j];
   float acc = 0.0f;
   for (; i < n; ++i) acc += bf16_to_f32(w[i]) * x[i];
-  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
-  return acc;
+  return acc + reduce_lanes(partial);
 }
 
 JETLM_DISPATCH float sum_f32(const float* x, int64_t n) {
@@ -91,8 +98,7 @@ JETLM_DISPATCH float sum_f32(const float* x, int64_t n) {
     for (int64_t j = 0; j < kLanes; ++j) partial[j] += x[i + j];
   float acc = 0.0f;
   for (; i < n; ++i) acc += x[i];
-  for (int64_t j = 0; j < kLanes; ++j) acc += partial[j];
-  return acc;
+  return acc + reduce_lanes(partial);
 }
 
 JETLM_DISPATCH void axpy(float* y, float a, const float* x, int64_t n) {
