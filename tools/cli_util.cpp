@@ -56,8 +56,8 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   }
 }
 
-WeightPlacement weight_placement(bool mmap_flag, const std::string& device) {
-  return mmap_flag || device == "cuda" ? WeightPlacement::Mapped : WeightPlacement::Memory;
+WeightPlacement weight_placement(bool hugepages_flag, const std::string& device) {
+  return hugepages_flag && device != "cuda" ? WeightPlacement::Memory : WeightPlacement::Mapped;
 }
 
 std::string resolve_model_dir(const std::string& given) {

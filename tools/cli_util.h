@@ -22,12 +22,12 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 // listing where it looked when none exists.
 std::string resolve_model_dir(const std::string& given);
 
-// Where a command's as-stored weights live: mapped for the GPU (uploaded once) or with --mmap,
-// else copied into memory (WeightPlacement::Memory, faster CPU decode).
-WeightPlacement weight_placement(bool mmap_flag, const std::string& device);
-constexpr const char* kMmapHelp =
-    "keep as-stored weights memory-mapped from the checkpoint (faster start, shares the page cache; CPU "
-    "decode ~15% slower than from the default in-memory copy on 2 MiB pages)";
+// Where a command's as-stored weights live: copied onto 2 MiB pages with --hugepages on the CPU,
+// else mapped from the checkpoint (the GPU uploads them once either way).
+WeightPlacement weight_placement(bool hugepages_flag, const std::string& device);
+constexpr const char* kHugepagesHelp =
+    "CPU: copy the weights into memory on 2 MiB pages (faster weight streaming in decode; the kernel "
+    "may take seconds per GB to find the pages at load); default: use them memory-mapped";
 
 // Where the embedded default model lives relative to a jetlm checkout or install prefix.
 constexpr const char* kDefaultModelSubdir = "models/jet-postnas-tiny";

@@ -51,17 +51,17 @@ struct BenchArgs {
   int64_t chunk = 2048;   // cuda: prefill chunk
   bool no_graphs = false; // cuda: launch the decode step directly
   bool paper = false;
-  bool mmap = false;
+  bool hugepages = false;
   std::string contexts, csv;
   bool gen_given = false;
   std::string kv_cache = "auto";  // cuda
 };
 
 // Best of several passes of a threaded sum over a buffer far larger than the caches (GB/s).
-double measure_read_bandwidth() {
+double measure_read_bandwidth(bool huge_pages) {
   const size_t n = size_t(1) << 28;  // 1 GiB of floats
-  // The same kind of memory the engine keeps its weights in (2 MiB pages where granted).
-  const HostBytes bytes = allocate_host_bytes(n * sizeof(float));
+  // The same kind of pages the weights are on (2 MiB with --hugepages).
+  const HostBytes bytes = allocate_host_bytes(n * sizeof(float), huge_pages);
   float* buffer = reinterpret_cast<float*>(bytes.get());
 #pragma omp parallel for num_threads(cpu::num_threads())
   for (size_t i = 0; i < n; ++i) buffer[i] = float(i & 7);
@@ -146,7 +146,7 @@ void run_bench(const BenchArgs& args) {
       args.model_dir.empty()
           ? Model::random(load_model_config(args.config), parse_weight_dtype(args.dtype), 1)
           : Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                        weight_placement(args.mmap, args.device));
+                        weight_placement(args.hugepages, args.device));
   const ModelConfig& c = model->config();
   const std::string name = args.model_dir.empty() ? args.config : args.model_dir;
   if (args.device == "cuda") {
@@ -168,7 +168,7 @@ void run_bench(const BenchArgs& args) {
   if (!args.json)
     std::fprintf(stderr, "jetlm bench: %s, %.2f GB of weights ready in %.1f s; measuring the machine...\n",
                  name.c_str(), double(model->weight_bytes()) / 1e9, seconds_since(load_t0));
-  const double bandwidth = measure_read_bandwidth();
+  const double bandwidth = measure_read_bandwidth(args.hugepages && !args.model_dir.empty());
   const double gemm_peak = measure_gemm_peak();
   const double fma_peak = cpu::fma_peak_gflops();
   if (!args.json) {
@@ -295,7 +295,7 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--random-weights", args->random_weights, "random weights for --config (no download)");
   cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32, q8");
   cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)");
-  cmd->add_flag("--mmap", args->mmap, kMmapHelp);
+  cmd->add_flag("--hugepages", args->hugepages, kHugepagesHelp);
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
                   "cache contents, no prefill)");

@@ -30,8 +30,7 @@ void run_forward(const ForwardArgs& args) {
     throw_error("--decode-from", std::to_string(args.decode_from) + " is beyond the " +
                                      std::to_string(n) + " ids given");
   if (args.threads > 0) cpu::set_num_threads(args.threads);
-  auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                               WeightPlacement::Mapped);  // prefill-bound: reads each weight once per chunk
+  auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"));
   const int64_t vocab = model->config().vocab;
   for (int64_t t = 0; t < n; ++t) {  // check before any work, with the flag's name
     if (ids[size_t(t)] < 0 || ids[size_t(t)] >= vocab)

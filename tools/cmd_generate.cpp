@@ -132,7 +132,7 @@ void add_unique(std::vector<int32_t>& ids, std::optional<int32_t> id) {
 
 struct GenerateArgs {
   std::string model_dir, prompt, prompt_ids, system, overflow = "error", weights = "as-stored";
-  bool chat = false, output_ids = false, no_special = false, ignore_eos = false, mmap = false;
+  bool chat = false, output_ids = false, no_special = false, ignore_eos = false, hugepages = false;
   int64_t max_new = 256, chunk = 512;
   int threads = 0;
   std::vector<std::string> stops;
@@ -191,7 +191,7 @@ void run_generate(GenerateArgs& args) {
     tokenizer = Tokenizer::load(args.model_dir);
   }
   auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                           weight_placement(args.mmap, args.device));
+                           weight_placement(args.hugepages, args.device));
   const ModelConfig& config = model->config();
 
   std::vector<int32_t> ids;
@@ -275,7 +275,7 @@ struct ChatArgs {
   std::string model_dir, system, weights = "as-stored";
   int64_t max_new = 1024, chunk = 512;
   int threads = 0;
-  bool mmap = false;
+  bool hugepages = false;
   SamplingFlags sampling;
 };
 
@@ -320,7 +320,7 @@ void run_chat(ChatArgs& args) {
   auto tokenizer = Tokenizer::load(args.model_dir);
   const ChatTemplate chat_template = ChatTemplate::load(args.model_dir);
   auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                           weight_placement(args.mmap, "cpu"));
+                           weight_placement(args.hugepages, "cpu"));
   Session session(*model);
   std::vector<int32_t> stop_ids = eos_token_ids(args.model_dir, model->config());
   add_unique(stop_ids, tokenizer->token_to_id("<|im_end|>"));
@@ -468,7 +468,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
-  cmd->add_flag("--mmap", gen->mmap, kMmapHelp);
+  cmd->add_flag("--hugepages", gen->hugepages, kHugepagesHelp);
   gen->sampling.add_to(cmd);
   cmd->callback([gen] {
     gen->model_dir = cli::resolve_model_dir(gen->model_dir);
@@ -484,7 +484,7 @@ void register_generate(CLI::App& app) {
   chat_cmd->add_option("--chunk", chat->chunk, "prefill chunk in tokens (default 512)")->check(CLI::PositiveNumber);
   chat_cmd->add_option("--threads", chat->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
   chat_cmd->add_option("--weights", chat->weights, "as-stored (default) or q8 (quantize at load time)");
-  chat_cmd->add_flag("--mmap", chat->mmap, kMmapHelp);
+  chat_cmd->add_flag("--hugepages", chat->hugepages, kHugepagesHelp);
   chat->sampling.add_to(chat_cmd);
   chat_cmd->callback([chat] {
     chat->model_dir = cli::resolve_model_dir(chat->model_dir);

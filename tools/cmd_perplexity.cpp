@@ -47,8 +47,7 @@ double token_loss(const float* logits, int64_t vocab, int32_t target) {
 void run_perplexity(const PerplexityArgs& a) {
   if (a.data.empty() == a.text.empty()) throw_error("perplexity", "give exactly one of --data and --text");
   if (a.threads > 0) cpu::set_num_threads(a.threads);
-  const auto model = Model::load(a.model_dir, parse_weight_format(a.weights, "--weights"),
-                               WeightPlacement::Mapped);  // prefill-bound: reads each weight once per chunk
+  const auto model = Model::load(a.model_dir, parse_weight_format(a.weights, "--weights"));
   const int64_t vocab = model->config().vocab;
 
   std::vector<int32_t> tokens;

@@ -45,13 +45,13 @@ WeightFormat parse_weight_format(const std::string& text, const std::string& fla
 
 // Where as-stored weights live after loading.
 enum class WeightPlacement {
-  // Copied out of the checkpoint into the process's memory, on 2 MiB pages where the kernel grants
-  // them; the files are then unmapped. CPU decode streams every weight each step and reads them
-  // ~15% faster than from 4 KiB pages of the page cache (docs/perf.md).
-  Memory,
-  // Used in place from the memory-mapped files: starts faster and shares the page cache; for a
-  // GPU backend that uploads the weights once.
+  // Used in place from the memory-mapped files: starts at once from a warm page cache and shares
+  // it between processes.
   Mapped,
+  // Copied out of the checkpoint into the process's memory on 2 MiB pages (where the kernel grants
+  // them); the files are then unmapped. A CPU decode step streams every weight, and a GEMV reads
+  // them faster from 2 MiB pages; getting the pages can cost seconds per GiB at load (docs/perf.md).
+  Memory,
 };
 
 class Model {
@@ -59,7 +59,7 @@ class Model {
   // Loads DIR/config.json and the safetensors weights. q8 (quantized at load) weights are always in
   // memory; `placement` says where as-stored ones live. Throws jetlm::Error.
   static std::unique_ptr<Model> load(const std::string& model_dir, WeightFormat format = WeightFormat::AsStored,
-                                     WeightPlacement placement = WeightPlacement::Memory);
+                                     WeightPlacement placement = WeightPlacement::Mapped);
   // A model with random weights in `dtype` (F32, BF16 or F16; I8 = q8 of random bf16 weights),
   // for benchmarks and tests.
   static std::unique_ptr<Model> random(const ModelConfig& config, DType dtype, uint64_t seed);

@@ -22,7 +22,7 @@ void HostBytesFree::operator()(uint8_t* p) const {
   else ::operator delete[](p, std::align_val_t(64));
 }
 
-HostBytes allocate_host_bytes(size_t n) {
+HostBytes allocate_host_bytes(size_t n, bool huge_pages) {
   if (n < kMapFrom) {
     auto* p = static_cast<uint8_t*>(::operator new[](n == 0 ? 1 : n, std::align_val_t(64)));
     return HostBytes(p, HostBytesFree{0});
@@ -40,7 +40,7 @@ HostBytes allocate_host_bytes(size_t n) {
   if (head > 0) ::munmap(raw, head);
   if (span - head > length) ::munmap(reinterpret_cast<void*>(aligned + length), span - head - length);
 #ifdef MADV_HUGEPAGE
-  ::madvise(reinterpret_cast<void*>(aligned), length, MADV_HUGEPAGE);  // advice only: may be refused
+  if (huge_pages) ::madvise(reinterpret_cast<void*>(aligned), length, MADV_HUGEPAGE);  // advice: may be refused
 #endif
   return HostBytes(reinterpret_cast<uint8_t*>(aligned), HostBytesFree{length});
 }

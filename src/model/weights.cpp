@@ -297,7 +297,7 @@ void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, We
   const void* embed_before = weights.embed.data;
   // Copies `bytes` bytes with both threads (one thread's memcpy reads ~half the machine's bandwidth).
   auto copy = [&](const void* from, size_t bytes) -> const void* {
-    storage.push_back(allocate_host_bytes(bytes));
+    storage.push_back(allocate_host_bytes(bytes, /*huge_pages=*/true));
     uint8_t* to = storage.back().get();
     constexpr size_t kChunk = size_t(1) << 22;
     const int64_t chunks = int64_t((bytes + kChunk - 1) / kChunk);

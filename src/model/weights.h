@@ -73,7 +73,7 @@ ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t see
 void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
                          WeightStorage& storage);
 
-// Copies every weight matrix (and q8 scales) into `storage` (2 MiB pages where the kernel grants
+// Copies every weight matrix (and q8 scales) into `storage` on 2 MiB pages (where the kernel grants
 // them), so the weights no longer depend on a mapped checkpoint.
 void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage);
 

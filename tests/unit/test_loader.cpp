@@ -155,17 +155,17 @@ TEST_F(BadInput, ValidTinyModelLoadsAndRuns) {
   for (float x : logits) EXPECT_TRUE(std::isfinite(x));
 }
 
-// The default placement copies the weights out of the checkpoint: the same logits as the mapped
+// WeightPlacement::Memory copies the weights out of the checkpoint: the same logits as the mapped
 // model, and the model keeps working after the file changes under it (a mapped one would fault).
 TEST_F(BadInput, InMemoryWeightsEqualMappedAndDoNotNeedTheFile) {
   const int32_t ids[] = {1, 2, 49, 7};
   std::vector<float> mapped_logits(50 * 4), memory_logits(50 * 4);
   {
-    auto mapped = Model::load(dir_, WeightFormat::AsStored, WeightPlacement::Mapped);
+    auto mapped = Model::load(dir_);
     HybridCache cache = mapped->new_cache();
     mapped->forward(ids, 4, cache, mapped_logits.data());
   }
-  auto memory = Model::load(dir_);
+  auto memory = Model::load(dir_, WeightFormat::AsStored, WeightPlacement::Memory);
   fs::resize_file(dir_ + "/model.safetensors", 0);
   HybridCache cache = memory->new_cache();
   memory->forward(ids, 4, cache, memory_logits.data());
@@ -174,7 +174,7 @@ TEST_F(BadInput, InMemoryWeightsEqualMappedAndDoNotNeedTheFile) {
 
 TEST(HostMemory, SmallAndHugePageBuffers) {
   for (size_t n : {size_t(0), size_t(100), size_t(3) << 20, (size_t(2) << 20) + 1}) {
-    HostBytes b = allocate_host_bytes(n);
+    HostBytes b = allocate_host_bytes(n, /*huge_pages=*/n % 2 == 1);
     ASSERT_NE(b.get(), nullptr);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % 64, 0u) << n;
     // Buffers that get their own mapping start on a 2 MiB boundary, so all their pages can be huge.
