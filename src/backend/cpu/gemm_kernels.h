@@ -32,6 +32,8 @@ void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* s
 
 // sum_i bf16 w[i] * x[i], bit-equal to ops_cpu.cpp's dot_bf16 built for AVX2+FMA.
 float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n);
+// out[r] = W[r] . x for r < rows (1..8) of W [rows, K] (bf16); for rows too long for x to stay in L1.
+void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* x, float* out);
 // Small-batch decode: Y[t, r] (row stride ldy) = X[t, :] . W[r, :] (+ bias[r]) for r < N, t < T,
 // 2 <= T <= 8, weights bf16 or f32 rows of K. Each weight row is read and converted once for all T
 // activation rows (T FMA chains), so a decode step of T sequences reads the weights once.

@@ -236,6 +236,10 @@ double bf16_dot_peak_gflops() {
   return total;
 }
 
+// Single-token bf16 GEMVs over rows longer than this take eight rows at a time on AVX2: a float32
+// x of more columns outgrows half the 32 KB L1 (docs/perf.md).
+constexpr int64_t kLongRowCols = 4096;
+
 // Up to this many activation rows, q8 weights take the integer GEMV (activations quantized to 8
 // bits per block, as in decode); more rows dequantize weight tiles into the float32 GEMM.
 constexpr int64_t kQ8GemvMaxRows = 8;
@@ -271,6 +275,18 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     // Decode: one pass over the weights, read as stored. AVX2 (below AVX-512) takes the
     // hand-written bf16 dot product (the same bits, faster streaming).
     const bool bf16_avx2 = W.dtype == DType::BF16 && has_avx2_fma() && !has_avx512();
+    if (bf16_avx2 && Kdim > kLongRowCols) {
+      // Long rows: eight at a time, so x is read from L1 once for all eight.
+      const int64_t blocks = (N + 7) / 8;
+#pragma omp parallel for num_threads(threads()) schedule(static)
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t r0 = blk * 8, rows = std::min<int64_t>(8, N - r0);
+        kernels::dot_rows8_bf16_avx2(static_cast<const uint16_t*>(W.data) + r0 * Kdim, Kdim, rows, x, y + r0);
+        if (bias)
+          for (int64_t r = r0; r < r0 + rows; ++r) y[r] += bias[r];
+      }
+      return;
+    }
 #pragma omp parallel for num_threads(threads()) schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       const float acc = bf16_avx2 ? kernels::dot_bf16_avx2(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
