@@ -354,7 +354,8 @@ float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
 // row at a time, a 8960-wide x (35 KB of float32) no longer fits the 32 KB L1 and every row streams
 // it again from L2: the 2-core EPYC VM's GEMV of the MLP down projection (1536 x 8960) read its
 // weights at 20-22 GB/s one row at a time, 40-45 GB/s eight at a time (a plain read: 49-57).
-// Rows past `rows` (< 8) are not read. Two 8-wide accumulators per row (16 ymm), then the tail.
+// With rows < 8 the missing rows repeat the last one (loaded again, never stored). Two 8-wide
+// accumulators per row (16 ymm), then the tail.
 void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* x, float* out) {
   constexpr int R = 8;
   __m256 acc[R][2];
