@@ -347,6 +347,43 @@ TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {
   EXPECT_EQ(host(conv_a), host(conv_b));
 }
 
+// The batch-decode step with the gated output norm fused in equals gdn_step_dconv then
+// gated_rmsnorm bit for bit (output, state, conv state), in scattered slots; shapes of
+// Jet-Nemotron-2B (dk 96, dv 256: 24 warps), 4B (128 x 256: 32 warps) and a small odd one (partial
+// row and column warps).
+TEST(CudaEngineOps, GdnStepWithGatedNormEqualsTheTwoOps) {
+  SKIP_WITHOUT_GPU();
+  struct Shape { int64_t H, dk, dv; };
+  for (const Shape sh : {Shape{12, 96, 256}, Shape{4, 128, 256}, Shape{3, 40, 72}}) {
+    std::mt19937 rng{uint32_t(sh.dk * 7 + sh.dv)};
+    const int64_t B = 3, slots = 5, K = 4, H = sh.H, dk = sh.dk, dv = sh.dv, C = H * dv;
+    ASSERT_TRUE(cuda::gdn_step_norm_fits(dk, dv));
+    const std::vector<int32_t> slot_of = {4, 0, 2};
+    test::GdnInputs in = test::gdn_inputs(rng, B, H, dk, dv, /*strong=*/true);
+    std::vector<float> S = random_vector(rng, size_t(slots * H * dk * dv), -0.1f, 0.1f);
+    std::vector<float> u = random_vector(rng, size_t(B * C)), ker = random_vector(rng, size_t(B * C * K));
+    std::vector<float> conv = random_vector(rng, size_t(slots * (K - 1) * C));
+    std::vector<float> gate = random_vector(rng, size_t(B * C), -3.0f, 3.0f);
+    std::vector<float> w = random_vector(rng, size_t(dv), 0.5f, 1.5f);
+    auto d_slots = dev(slot_of);
+    auto dq = dev(in.q), dkk = dev(in.k), dg = dev(in.g), db = dev(in.beta), d_u = dev(u), d_ker = dev(ker);
+    auto d_gate = dev(gate), d_w = dev(w);
+    auto S_a = dev(S), S_b = dev(S), conv_a = dev(conv), conv_b = dev(conv);
+    cuda::Buffer<float> o_a(size_t(B * C)), o_b(size_t(B * C));
+    cuda::gdn_step_dconv(dq.data(), dkk.data(), d_u.data(), d_ker.data(), K, conv_a.data(), dg.data(), db.data(), B, H,
+                         dk, dv, S_a.data(), d_slots.data(), o_a.data());
+    cuda::gated_rmsnorm(o_a.data(), d_gate.data(), B, H, dv, d_w.data(), 1e-5f);
+    cuda::gdn_step_dconv_norm(dq.data(), dkk.data(), d_u.data(), d_ker.data(), K, conv_b.data(), dg.data(), db.data(),
+                              B, H, dk, dv, S_b.data(), d_slots.data(), d_gate.data(), d_w.data(), 1e-5f, o_b.data());
+    const std::vector<float> oa = host(o_a);
+    EXPECT_EQ(oa, host(o_b)) << "dk " << dk << " dv " << dv;
+    EXPECT_EQ(host(S_a), host(S_b)) << "dk " << dk;
+    EXPECT_EQ(host(conv_a), host(conv_b)) << "dk " << dk;
+    EXPECT_GT(*std::max_element(oa.begin(), oa.end()), 0.1f);  // not all zeros
+  }
+  EXPECT_FALSE(cuda::gdn_step_norm_fits(96, 1024));  // 3 x 32 warps: too many for one block
+}
+
 TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
@@ -376,6 +413,37 @@ TEST(CudaEngineOps, RopeAtPositions) {
   EXPECT_LE(normalized_error(host(dx), expected), 1e-5);
 }
 
+// The multi-block greedy argmax over a vocabulary-sized row: maxima in different chunks and in one
+// chunk (the lowest index wins ties), NaN never wins, a row shorter than one chunk, the last element.
+TEST(CudaEngineOps, GreedyArgmaxOverLongRows) {
+  SKIP_WITHOUT_GPU();
+  for (const int64_t V : {int64_t(151936), int64_t(4097), int64_t(5)}) {
+    std::mt19937 rng{uint32_t(V)};
+    const int64_t B = 5;
+    std::vector<float> logits = random_vector(rng, size_t(B * V));
+    std::vector<int32_t> expected(static_cast<size_t>(B));
+    auto put = [&](int64_t b, int64_t i, float v) { logits[size_t(b * V + i)] = v; };
+    put(0, V - 1, 9.0f);  // the last element
+    expected[0] = int32_t(V - 1);
+    put(1, V / 2, 9.0f), put(1, V - 2, 9.0f), put(1, 1, 8.0f);  // tie across chunks
+    expected[1] = int32_t(V / 2);
+    put(2, 3, 9.0f), put(2, 2, 9.0f);  // tie inside a warp
+    expected[2] = 2;
+    put(3, 0, std::nanf("")), put(3, 1, 9.0f);  // NaN never wins
+    expected[3] = 1;
+    put(4, 0, 9.0f);
+    expected[4] = 0;
+    auto d_logits = dev(logits);
+    std::vector<cuda::DeviceSampling> params(static_cast<size_t>(B));
+    auto d_params = dev(params);
+    cuda::Buffer<int32_t> d_out(static_cast<size_t>(B));
+    cuda::sample(d_logits.data(), B, V, d_params.data(), d_out.data(), /*all_greedy=*/true);
+    EXPECT_EQ(host(d_out), expected) << "V " << V;
+    cuda::sample(d_logits.data(), B, V, d_params.data(), d_out.data(), /*all_greedy=*/false);
+    EXPECT_EQ(host(d_out), expected) << "V " << V << " (one block per row)";
+  }
+}
+
 TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
   SKIP_WITHOUT_GPU();
   const int64_t V = 6;
@@ -397,6 +465,12 @@ TEST(CudaEngineOps, SamplingGreedyFiltersAndFrequencies) {
   };
   cuda::DeviceSampling greedy;
   EXPECT_EQ(draw(greedy)[1], 1.0);
+  {  // the all-greedy argmax path: the same first maximum
+    std::vector<cuda::DeviceSampling> params(size_t(B), greedy);
+    auto d_params = dev(params);
+    cuda::sample(d_logits.data(), B, V, d_params.data(), d_out.data(), /*all_greedy=*/true);
+    for (int32_t t : host(d_out)) ASSERT_EQ(t, 1);
+  }
   cuda::DeviceSampling sp;
   sp.temperature = 0.7f;
   sp.seed = 42;

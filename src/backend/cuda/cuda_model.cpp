@@ -97,6 +97,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   kv_dtype_ = kv_cache_dtype(options_.kv_cache, tensor_cores_);
   fuse_decode_ = options_.fuse_decode;
   if (const char* env = std::getenv("JETLM_DECODE_FUSION"); env && std::string(env) == "0") fuse_decode_ = false;
+  if (const char* env = std::getenv("JETLM_GDN_NORM"); env && std::string(env) == "0") fuse_gdn_norm_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -645,9 +646,19 @@ void CudaModel::decode_layers(int64_t B) {
         l2norm_rows(s.k.data(), B * H, dk, 1.0f);
       }
       matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
-      gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
-                     s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
-      if (fuse) {
+      // Batch 1: the gated output norm in the delta-rule step where the head fits one block,
+      // else in the output projection's blocks.
+      const bool norm_in_step = fuse && fuse_gdn_norm_ && gdn_step_norm_fits(dk, dv);
+      if (norm_in_step)
+        gdn_step_dconv_norm(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(),
+                            s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.gate.data(), d.o_norm,
+                            j.norm_eps, s.o.data());
+      else
+        gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
+                       s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
+      if (norm_in_step) {
+        matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), nullptr, true);
+      } else if (fuse) {
         const GemvInputNorm o_norm{d.o_norm, j.norm_eps, dv, s.gate.data()};
         matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), &o_norm, true);
       } else {
@@ -781,7 +792,9 @@ void CudaModel::decode_sample(const int* slots, const int32_t* ids, int64_t B, c
     std::copy(params, params + B, s.host_sampling);
     JETLM_CUDA_CHECK(cudaMemcpyAsync(s.sampling.data(), s.host_sampling, sizeof(DeviceSampling) * size_t(B),
                                      cudaMemcpyHostToDevice, stream_));
-    sample(s.logits.data(), B, c.vocab, s.sampling.data(), s.tokens.data());
+    const bool all_greedy =
+        std::all_of(params, params + B, [](const DeviceSampling& sp) { return sp.temperature <= 0.0f; });
+    sample(s.logits.data(), B, c.vocab, s.sampling.data(), s.tokens.data(), all_greedy);
     copy_to_host(tokens, s.tokens.data(), sizeof(int32_t) * size_t(B));
   }
 }

@@ -38,7 +38,9 @@ struct CudaModelOptions {
   bool cuda_graphs = true;     // capture and replay the decode step per batch size
   // Batch-1 decode: each norm computed inside the GEMV that reads it and each residual add in the
   // epilogue of the GEMV that produces it (~80 launches fewer per Jet-Nemotron-2B step).
-  // The environment's JETLM_DECODE_FUSION=0 turns it off (A/B runs).
+  // The JetBlock's gated output norm then runs in the delta-rule step (one block per head) rather
+  // than in every block of the output projection. The environment's JETLM_DECODE_FUSION=0 turns
+  // all of it off, JETLM_GDN_NORM=0 only the latter (A/B runs).
   bool fuse_decode = true;
   KvCacheType kv_cache = KvCacheType::Auto;
 };
@@ -99,6 +101,7 @@ class CudaModel final : public BatchBackend {
   static constexpr int64_t kTensorCoreMinRows = 16;
   bool tensor_cores_ = false;
   bool fuse_decode_ = true;   // options_.fuse_decode unless JETLM_DECODE_FUSION=0
+  bool fuse_gdn_norm_ = true;  // unless JETLM_GDN_NORM=0
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;

@@ -228,24 +228,65 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(Dec
 }
 
 // One block per (head, sequence): o = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
-__global__ void attention_merge_kernel(DecodeParams p) {
+// The split weights 2^(m_s - M) go to shared memory first; then blockDim / hd thread groups
+// each sum every kMergeGroups-th split of a dim, several loads in flight per thread, since small
+// batches take hundreds of splits per head (decode_splits) and a serial walk over them would cost
+// one memory round trip per split.
+constexpr int kMergeThreads = 512;
+constexpr int kMaxMergeSplits = 1024;
+
+__device__ float merge_block_reduce(float v, bool is_max, float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, other) : v + other;
+  }
+  __syncthreads();  // red of a previous reduction consumed
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float r = is_max ? -INFINITY : 0.0f;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+  return r;
+}
+
+__global__ void __launch_bounds__(kMergeThreads) attention_merge_kernel(DecodeParams p) {
   detail::allow_dependent_launch();
+  __shared__ float weight[kMaxMergeSplits];
+  __shared__ float red[kMergeThreads / 32];
+  __shared__ float partial[kMergeThreads];
   const int64_t h = blockIdx.x, b = blockIdx.y;
   const int64_t row0 = (b * p.Hq + h) * p.splits;
   float M = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) M = fmaxf(M, p.part_ml[(row0 + s) * 2]);
+  for (int s = threadIdx.x; s < p.splits; s += blockDim.x) M = fmaxf(M, p.part_ml[(row0 + s) * 2]);
+  M = merge_block_reduce(M, true, red);
   float L = 0.0f;
-  for (int s = 0; s < p.splits; ++s) {
+  for (int s = threadIdx.x; s < p.splits; s += blockDim.x) {
     const float ms = p.part_ml[(row0 + s) * 2];
-    if (ms != -INFINITY) L += p.part_ml[(row0 + s) * 2 + 1] * exp2f(ms - M);
+    const float w = ms != -INFINITY ? exp2f(ms - M) : 0.0f;  // empty splits (window, past the end)
+    weight[s] = w;
+    if (w != 0.0f) L += p.part_ml[(row0 + s) * 2 + 1] * w;
   }
-  for (int64_t d = threadIdx.x; d < p.hd; d += blockDim.x) {
+  L = merge_block_reduce(L, false, red);  // its barriers also publish `weight`
+  const int groups = max(1, int(blockDim.x) / int(p.hd));
+  const int group = threadIdx.x / int(p.hd);
+  for (int64_t d = threadIdx.x % p.hd; d < p.hd; d += blockDim.x) {
     float A = 0.0f;
-    for (int s = 0; s < p.splits; ++s) {
-      const float ms = p.part_ml[(row0 + s) * 2];
-      if (ms != -INFINITY) A += p.part_acc[(row0 + s) * p.hd + d] * exp2f(ms - M);
+    if (group < groups) {
+#pragma unroll 8
+      for (int s = group; s < p.splits; s += groups)
+        if (weight[s] != 0.0f) A += p.part_acc[(row0 + s) * p.hd + d] * weight[s];
     }
-    p.o[(b * p.Hq + h) * p.hd + d] = A / L;
+    if (groups == 1) {
+      if (group == 0) p.o[(b * p.Hq + h) * p.hd + d] = A / L;
+    } else {
+      partial[threadIdx.x] = A;
+      __syncthreads();
+      if (group == 0) {
+        for (int gi = 1; gi < groups; ++gi) A += partial[gi * p.hd + d];
+        p.o[(b * p.Hq + h) * p.hd + d] = A / L;
+      }
+    }
   }
 }
 
@@ -272,6 +313,7 @@ void launch_decode(const DecodeParams& p, int64_t B) {
 // it loads dims (u*8 + g)*8 .. +7 of those four V rows (u < hd/64) and pairs the two keys of a
 // register with a byte permute; n-tile nt is dim ((nt/8)*8 + n)*8 + nt%8 for output column n.
 constexpr int kTcDecodeWarps = 4;
+constexpr int kTcDecodeMinKeys = 32;  // shortest warp-split (decode_splits)
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
@@ -525,6 +567,71 @@ __device__ __forceinline__ float uniform01(uint64_t seed, uint64_t step, uint64_
   return (float(z >> 40) + 0.5f) * (1.0f / 16777216.0f);
 }
 
+// ---- greedy rows: argmax in two passes ----
+constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxPerThread = 16;  // loads in flight per thread
+constexpr int64_t kArgmaxChunk = int64_t(kArgmaxThreads) * kArgmaxPerThread;
+
+struct ArgmaxCandidate {
+  float value;
+  int32_t index;  // 0x7fffffff: none (every value NaN or -inf)
+};
+
+__device__ __forceinline__ void keep_first_max(float& best, int& best_i, float v, int i) {
+  if (v > best || (v == best && i < best_i)) {
+    best = v;
+    best_i = i;
+  }
+}
+
+// Grid (chunks, B): the first maximum of row b's chunk, as sample_kernel's greedy rule picks it.
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_chunks_kernel(const float* __restrict__ logits, int64_t V,
+                                                                       ArgmaxCandidate* __restrict__ best_out) {
+  __shared__ float red_v[kArgmaxThreads / 32];
+  __shared__ int red_i[kArgmaxThreads / 32];
+  const int64_t b = blockIdx.y, c0 = int64_t(blockIdx.x) * kArgmaxChunk;
+  const float* row = logits + b * V;
+  float v[kArgmaxPerThread];
+#pragma unroll
+  for (int k = 0; k < kArgmaxPerThread; ++k) {
+    const int64_t i = c0 + k * kArgmaxThreads + threadIdx.x;
+    v[k] = i < V ? row[i] : -INFINITY;
+  }
+  float best = -INFINITY;
+  int best_i = 0x7fffffff;
+#pragma unroll
+  for (int k = 0; k < kArgmaxPerThread; ++k)
+    if (v[k] > best) {  // indices increase with k: the first maximum stays
+      best = v[k];
+      best_i = int(c0 + k * kArgmaxThreads + threadIdx.x);
+    }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    keep_first_max(best, best_i, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, best_i, o));
+  if (lane == 0) red_v[warp] = best, red_i[warp] = best_i;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) keep_first_max(best, best_i, red_v[w], red_i[w]);
+    best_out[b * gridDim.x + blockIdx.x] = ArgmaxCandidate{best, best_i};
+  }
+}
+
+// One warp per row over its chunks' candidates.
+__global__ void argmax_merge_kernel(const ArgmaxCandidate* __restrict__ cand, int64_t chunks, int32_t* __restrict__ out) {
+  const int64_t b = blockIdx.x;
+  float best = -INFINITY;
+  int best_i = 0x7fffffff;
+  for (int64_t c = threadIdx.x; c < chunks; c += 32) {
+    const ArgmaxCandidate x = cand[b * chunks + c];
+    keep_first_max(best, best_i, x.value, x.index);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    keep_first_max(best, best_i, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, best_i, o));
+  if (threadIdx.x == 0) out[b] = best_i;
+}
+
 // One block per row. Greedy (temperature <= 0): the first maximum. Otherwise the tokens kept by
 // top-k / top-p / min-p form a logit threshold tau (found by bisection, no sort), and the draw is
 // Gumbel-max over them: argmax l/T + G_i, an exact sample of the renormalised softmax.
@@ -692,9 +799,16 @@ bool decode_attention_on_tensor_cores(DType kv_dtype, int64_t hd) {
 int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit, bool tensor_cores) {
   if (tensor_cores) {
     // Blocks of 4 warp-splits, 2-3 resident per SM (register bound): aim at ~3-4 waves so the last
-    // one's idle SMs cost little, but no warp-split shorter than 256 keys.
+    // one's idle SMs cost little, but no warp-split shorter than kTcDecodeMinKeys keys. A warp walks
+    // its keys 16 at a time, one memory round trip each, so at small batch the split length, not
+    // the bandwidth, sets the time: with 256-key splits Jet-Nemotron-2B's batch-1 step at 4K spent
+    // 49 us per attention layer in 8 blocks (ncu, H100).
+    static const int64_t min_keys = [] {
+      const char* env = std::getenv("JETLM_TC_DECODE_MIN_KEYS");  // A/B runs
+      return env && std::atoi(env) >= 16 ? int64_t(std::atoi(env)) : int64_t(kTcDecodeMinKeys);
+    }();
     const int64_t want = (8 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
-    const int64_t most = std::max<int64_t>(1, context_limit / (kTcDecodeWarps * 256));
+    const int64_t most = std::max<int64_t>(1, context_limit / (kTcDecodeWarps * min_keys));
     return int(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 256)));
   }
   // Enough blocks for ~2 waves over the SMs, but no split shorter than 256 keys.
@@ -727,6 +841,7 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   const bool tc = decode_attention_on_tensor_cores(kv.dtype, hd);
   p.splits = tc ? splits * kTcDecodeWarps : splits;
   p.keys_per_split = (context_limit + p.splits - 1) / p.splits;
+  if (tc) p.keys_per_split = (p.keys_per_split + 15) / 16 * 16;  // whole 16-key steps per warp
   p.scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
   const size_t rows = size_t(B * Hq * p.splits);
   p.part_acc = static_cast<float*>(detail::workspace(8, rows * size_t(hd) * sizeof(float)));
@@ -750,7 +865,10 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   } else {
     launch_decode<8>(p, B);
   }
-  attention_merge_kernel<<<dim3(unsigned(Hq), unsigned(B)), 128, 0, stream()>>>(p);
+  JETLM_ASSERT(p.splits <= kMaxMergeSplits);
+  // Few splits (large batches): a small block per head is enough; hd <= 256 <= 512 threads.
+  const int merge_threads = p.splits <= 16 ? int(std::max<int64_t>(32, (hd + 31) / 32 * 32)) : kMergeThreads;
+  attention_merge_kernel<<<dim3(unsigned(Hq), unsigned(B)), merge_threads, 0, stream()>>>(p);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -762,9 +880,22 @@ void dconv_step(const float* u, const float* kernel, int64_t B, int64_t C, int64
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out) {
+void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out, bool all_greedy) {
   JETLM_ASSERT(V >= 1 && V < (int64_t(1) << 31));
   if (B == 0) return;
+  if (all_greedy) {
+    // Greedy rows need no thresholds: an argmax over chunks of the row in parallel, then one
+    // pass over the chunks' winners. (One block per row took 67 us of Jet-Nemotron-2B's 2.4 ms
+    // batch-1 step: one SM streaming the 600 KB row twice; ncu, H100.)
+    const int64_t chunks = (V + kArgmaxChunk - 1) / kArgmaxChunk;
+    JETLM_ASSERT(chunks <= 65535 && B <= 65535);
+    auto* best = static_cast<ArgmaxCandidate*>(detail::workspace(14, sizeof(ArgmaxCandidate) * size_t(B * chunks)));
+    argmax_chunks_kernel<<<dim3(unsigned(chunks), unsigned(B)), kArgmaxThreads, 0, stream()>>>(logits, V, best);
+    JETLM_CUDA_CHECK_LAUNCH();
+    argmax_merge_kernel<<<unsigned(B), 32, 0, stream()>>>(best, chunks, out);
+    JETLM_CUDA_CHECK_LAUNCH();
+    return;
+  }
   sample_kernel<<<unsigned(B), kSampleThreads, 0, stream()>>>(logits, V, params, out);
   JETLM_CUDA_CHECK_LAUNCH();
 }

@@ -614,6 +614,127 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
 }
 
+// Batch decode of one head per block, with the JetBlock's gated output norm fused in: the block
+// holds all dv columns of head h (ceil(dv / 32) column groups x ceil(dk / 32) row warps), so the norm's
+// sum over the head needs no second kernel. Per column the arithmetic is gdn_recurrent_kernel's
+// (CONV, T = 1) and the norm is gated_rmsnorm's, in the same orders: the result has the same bits
+// as gdn_step_dconv followed by gated_rmsnorm. Grid (H, B).
+// o_norm[b, h, j] = w[j] * (o[b, h, j] * rsqrt(mean_j o^2 + eps)) * silu(gate[b, h, j]).
+// DV > 0: dv as a constant (the state rows' stride then folds into the load and store addresses;
+// with a runtime stride the 32 row addresses alone overflowed the registers of 768 threads).
+template <int MaxThreads, int DV>
+__global__ void __launch_bounds__(MaxThreads) gdn_step_norm_kernel(const float* __restrict__ q,
+                                                                   const float* __restrict__ k,
+                                                                   const float* __restrict__ g,
+                                                                   const float* __restrict__ beta, int64_t H, int64_t dk,
+                                                                   int64_t dv_arg, float* __restrict__ S,
+                                                                   const int32_t* __restrict__ slots, ConvStep conv,
+                                                                   const float* __restrict__ gate,
+                                                                   const float* __restrict__ norm_w, float eps,
+                                                                   float* __restrict__ o) {
+  detail::allow_dependent_launch();
+  extern __shared__ float sm[];
+  const int64_t dv = DV > 0 ? int64_t(DV) : dv_arg;
+  const int row_warps = int((dk + 31) / 32);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int cg = warp / row_warps, rw = warp % row_warps;
+  const int warps = blockDim.x / 32;
+  float* k_s = sm;                        // [row_warps * 32]
+  float* q_s = k_s + row_warps * 32;      // [row_warps * 32]
+  float* v_s = q_s + row_warps * 32;      // [dv]
+  float* red1 = v_s + dv;                 // [warps][32]
+  float* red2 = red1 + warps * 32;        // [warps][32]
+  float* o_s = red2 + warps * 32;         // [dv]
+  const int64_t h = blockIdx.x, b = blockIdx.y;
+  const int64_t j = int64_t(cg) * 32 + lane;
+  const bool col_ok = j < dv;
+  const int64_t slot = slots ? int64_t(slots[b]) : b;
+  // Column j of the head's state, rows rw*32 .. (32-bit offsets: fewer registers than 32 pointers).
+  float* Sj = S + (slot * H + h) * dk * dv + (col_ok ? j : 0);
+  const int rows = col_ok ? max(0, min(32, int(dk) - rw * 32)) : 0, ldv = int(dv);
+  float st[32];
+#pragma unroll
+  for (int r = 0; r < 32; ++r) st[r] = r < rows ? Sj[(rw * 32 + r) * ldv] : 0.0f;
+  for (int i = threadIdx.x; i < row_warps * 32; i += blockDim.x) {
+    k_s[i] = i < dk ? k[(b * H + h) * dk + i] : 0.0f;
+    q_s[i] = i < dk ? q[(b * H + h) * dk + i] : 0.0f;
+  }
+  if (rw == 0 && col_ok) {  // the conv step of channel (h, j), as gdn_recurrent_kernel's warp 0
+    const int64_t C = H * dv, c = h * dv + j, K = conv.K;
+    float* state = conv.pool + slot * (K - 1) * C;
+    const float* ker = conv.kernel + (b * C + c) * K;
+    float hist[kMaxConvTaps];
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 1) hist[i] = state[i * C + c];
+    const float x = conv.u[b * C + c];
+    float acc = ker[K - 1] * x;
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 1) acc += ker[i] * hist[i];
+    v_s[j] = silu_f(acc);
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 2) state[i * C + c] = hist[i + 1];
+    if (K > 1) state[(K - 2) * C + c] = x;
+  }
+  __syncthreads();
+  const float decay = expf(g[b * H + h]);
+  const float bt = beta[b * H + h];
+  const float* kw = k_s + rw * 32;
+  const float* qw = q_s + rw * 32;
+  // k and q come from shared memory 4 rows at a time: with all 32 of each held at once next to the
+  // 32 state values, the registers of 768 threads overflowed into local memory.
+  float part = 0.0f;
+#pragma unroll
+  for (int r0 = 0; r0 < 32; r0 += 4) {
+    const float4 k4 = *reinterpret_cast<const float4*>(kw + r0);
+    part += st[r0] * k4.x;
+    part += st[r0 + 1] * k4.y;
+    part += st[r0 + 2] * k4.z;
+    part += st[r0 + 3] * k4.w;
+    asm volatile("" ::: "memory");
+  }
+  red1[warp * 32 + lane] = part;
+  __syncthreads();
+  float kS = 0.0f;
+  for (int w = 0; w < row_warps; ++w) kS += red1[(cg * row_warps + w) * 32 + lane];
+  const float vj = col_ok ? v_s[j] : 0.0f;
+  const float delta = col_ok ? bt * (vj - decay * kS) : 0.0f;
+  float po = 0.0f;
+#pragma unroll
+  for (int r0 = 0; r0 < 32; r0 += 4) {
+    const float4 k4 = *reinterpret_cast<const float4*>(kw + r0);
+    const float4 q4 = *reinterpret_cast<const float4*>(qw + r0);
+    const float kr[4] = {k4.x, k4.y, k4.z, k4.w}, qr[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      st[r0 + r] = decay * st[r0 + r] + kr[r] * delta;
+      po += st[r0 + r] * qr[r];
+    }
+    asm volatile("" ::: "memory");
+  }
+  red2[warp * 32 + lane] = po;
+  __syncthreads();
+  if (rw == 0 && col_ok) {
+    float out = 0.0f;
+    for (int w = 0; w < row_warps; ++w) out += red2[(cg * row_warps + w) * 32 + lane];
+    o_s[j] = out;
+  }
+#pragma unroll
+  for (int r = 0; r < 32; ++r)
+    if (r < rows) Sj[(rw * 32 + r) * ldv] = st[r];
+  __syncthreads();
+  if (rw == 0) {  // every column group's first warp forms the same head sum (gated_rmsnorm's order)
+    float ss = 0.0f;
+    for (int64_t i = lane; i < dv; i += 32) ss += o_s[i] * o_s[i];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    const float inv = rsqrtf(ss / float(dv) + eps);
+    if (col_ok) o[(b * H + h) * dv + j] = norm_w[j] * (o_s[j] * inv) * silu_f(gate[(b * H + h) * dv + j]);
+  }
+}
+
 }  // namespace
 
 void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
@@ -662,6 +783,30 @@ void gdn_step_dconv(const float* q, const float* k, const float* u, const float*
   else
     gdn_recurrent_kernel<1024, true><<<grid, 32 * warps, smem, stream()>>>(q, k, nullptr, g, beta, 1, H, dk, dv,
                                                                            state_pool, o, slots, conv);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+bool gdn_step_norm_fits(int64_t dk, int64_t dv) {
+  return dk >= 1 && dv >= 1 && ((dk + 31) / 32) * ((dv + 31) / 32) <= 32;
+}
+
+void gdn_step_dconv_norm(const float* q, const float* k, const float* u, const float* kernel, int64_t K,
+                         float* conv_pool, const float* g, const float* beta, int64_t B, int64_t H, int64_t dk,
+                         int64_t dv, float* state_pool, const int32_t* slots, const float* gate, const float* norm_w,
+                         float eps, float* o) {
+  JETLM_ASSERT(gdn_step_norm_fits(dk, dv), "gdn_step_dconv_norm: needs ceil(dk/32) * ceil(dv/32) <= 32 warps");
+  JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps && H <= 65535 && B <= 65535);
+  if (B == 0) return;
+  const int row_warps = int((dk + 31) / 32), warps = row_warps * int((dv + 31) / 32);
+  const size_t smem = sizeof(float) * size_t(2 * row_warps * 32 + 2 * dv + 2 * warps * 32);
+  const dim3 grid{unsigned(H), unsigned(B)};
+  const ConvStep conv{u, kernel, conv_pool, int(K)};
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, 32 * warps, smem, stream()>>>(q, k, g, beta, H, dk, dv, state_pool, slots, conv, gate, norm_w, eps,
+                                                 o);
+  };
+  if (dv == 256) launch(warps <= 24 ? gdn_step_norm_kernel<768, 256> : gdn_step_norm_kernel<1024, 256>);
+  else launch(warps <= 24 ? gdn_step_norm_kernel<768, 0> : gdn_step_norm_kernel<1024, 0>);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -181,7 +181,38 @@ __device__ void normalize_input(const float* x, int64_t K, const GemvInputNorm& 
   __shared__ float partial[kWarpsPerBlock];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t groups = K / n.group;
-  if (groups == 1) {  // one norm over the row: the whole block reduces
+  constexpr int kHeld = 16;  // x and w values a thread keeps from the sum pass for the write pass
+  if (groups == 1 && K <= kHeld * int64_t(blockDim.x)) {
+    // One norm over the row. x, w (and gate) are loaded once, all at the same time, and kept in
+    // registers: the write pass then waits for no second round trip to memory. The same sums
+    // in the same order as the loop below.
+    float xv[kHeld], wv[kHeld], gv[kHeld];
+    float ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+      const int64_t c = threadIdx.x + int64_t(i) * blockDim.x;
+      if (c < K) {
+        xv[i] = x[c];
+        wv[i] = n.w[c];
+        gv[i] = n.gate ? n.gate[c] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i)
+      if (threadIdx.x + int64_t(i) * blockDim.x < K) ss += xv[i] * xv[i];
+    ss = group_sum<32>(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarpsPerBlock; ++i) total += partial[i];
+    const float inv = rsqrtf(total / float(K) + n.eps);
+#pragma unroll
+    for (int i = 0; i < kHeld; ++i) {
+      const int64_t c = threadIdx.x + int64_t(i) * blockDim.x;
+      if (c < K) xs[c] = wv[i] * (xv[i] * inv) * (n.gate ? silu_f(gv[i]) : 1.0f);
+    }
+  } else if (groups == 1) {  // one norm over a long row: the whole block reduces
     float ss = 0.0f;
     for (int64_t c = threadIdx.x; c < K; c += blockDim.x) ss += x[c] * x[c];
     ss = group_sum<32>(ss);

@@ -278,7 +278,18 @@ void gdn_step(const float* q, const float* k, const float* v, const float* g, co
 void gdn_step_dconv(const float* q, const float* k, const float* u, const float* kernel, int64_t K, float* conv_pool,
                     const float* g, const float* beta, int64_t B, int64_t H, int64_t dk, int64_t dv, float* state_pool,
                     const int32_t* slots, float* o);
-// out[b] = a token drawn from logits[b, :V] with params[b] (all device pointers).
-void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out);
+// gdn_step_dconv, then gated_rmsnorm of each head's output (o [B, H, dv] = the normalized, gated
+// output; gate [B, H*dv], norm_w [dv]) in one launch, one block per (head, sequence); the same bits
+// as the two ops. Needs gdn_step_norm_fits(dk, dv): ceil(dk/32) x ceil(dv/32) warps <= 32
+// (Jet-Nemotron-2B: 3 x 8; 4B: 4 x 8).
+bool gdn_step_norm_fits(int64_t dk, int64_t dv);
+void gdn_step_dconv_norm(const float* q, const float* k, const float* u, const float* kernel, int64_t K,
+                         float* conv_pool, const float* g, const float* beta, int64_t B, int64_t H, int64_t dk,
+                         int64_t dv, float* state_pool, const int32_t* slots, const float* gate, const float* norm_w,
+                         float eps, float* o);
+// out[b] = a token drawn from logits[b, :V] with params[b] (all device pointers). all_greedy: the
+// caller knows every row is greedy (temperature <= 0), which takes a multi-block argmax instead.
+void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out,
+            bool all_greedy = false);
 
 }  // namespace jetlm::cuda
