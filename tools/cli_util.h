@@ -26,8 +26,9 @@ std::string resolve_model_dir(const std::string& given);
 // else mapped from the checkpoint (the GPU uploads them once either way).
 WeightPlacement weight_placement(bool hugepages_flag, const std::string& device);
 constexpr const char* kHugepagesHelp =
-    "CPU: copy the weights into memory on 2 MiB pages (faster weight streaming in decode; the kernel "
-    "may take seconds per GB to find the pages at load); default: use them memory-mapped";
+    "CPU: put the weights (as stored, or their q8 form with --weights q8) in memory on 2 MiB pages "
+    "(faster weight streaming in decode; the kernel may take seconds per GB to find the pages at "
+    "load); default: use them memory-mapped (q8: in ordinary pages)";
 
 // Where the embedded default model lives relative to a jetlm checkout or install prefix.
 constexpr const char* kDefaultModelSubdir = "models/jet-postnas-tiny";

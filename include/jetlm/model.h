@@ -57,7 +57,8 @@ enum class WeightPlacement {
 class Model {
  public:
   // Loads DIR/config.json and the safetensors weights. q8 (quantized at load) weights are always in
-  // memory; `placement` says where as-stored ones live. Throws jetlm::Error.
+  // memory (on 2 MiB pages with Memory); `placement` says where as-stored ones live (with q8: the
+  // few matrices kept unquantized). Throws jetlm::Error.
   static std::unique_ptr<Model> load(const std::string& model_dir, WeightFormat format = WeightFormat::AsStored,
                                      WeightPlacement placement = WeightPlacement::Mapped);
   // A model with random weights in `dtype` (F32, BF16 or F16; I8 = q8 of random bf16 weights),

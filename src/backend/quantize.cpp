@@ -49,12 +49,12 @@ void matrix_row_f32(const Matrix& W, int64_t r, float* out) {
   }
 }
 
-Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage) {
+Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage, bool huge_pages) {
   if (W.dtype == DType::I8) return W;
   const int64_t blocks = q8_blocks(W.cols);
-  storage.push_back(allocate_host_bytes(size_t(W.rows * W.cols)));
+  storage.push_back(allocate_host_bytes(size_t(W.rows * W.cols), huge_pages));
   int8_t* q = reinterpret_cast<int8_t*>(storage.back().get());
-  storage.push_back(allocate_host_bytes(size_t(W.rows * blocks * 2)));
+  storage.push_back(allocate_host_bytes(size_t(W.rows * blocks * 2), huge_pages));
   uint16_t* scales = reinterpret_cast<uint16_t*>(storage.back().get());
 #pragma omp parallel
   {

@@ -16,8 +16,9 @@ namespace jetlm {
 void quantize_row_q8(const float* x, int64_t n, int8_t* q, uint16_t* scales);
 // out[n] = q * scale.
 void dequantize_row_q8(const int8_t* q, const uint16_t* scales, int64_t n, float* out);
-// A q8 copy of W (any dtype); its bytes are appended to `storage`, which must outlive it.
-Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage);
+// A q8 copy of W (any dtype; W itself when already q8); its bytes are appended to `storage`, which
+// must outlive it, on 2 MiB pages with huge_pages (see allocate_host_bytes).
+Matrix quantize_matrix_q8(const Matrix& W, WeightStorage& storage, bool huge_pages = false);
 // Row r of W (any dtype, q8 included) as float32: out[W.cols].
 void matrix_row_f32(const Matrix& W, int64_t r, float* out);
 

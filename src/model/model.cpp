@@ -29,8 +29,11 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat fo
   model->checkpoint_ = std::make_unique<Checkpoint>(model_dir);
   model->weights_ = bind_weights(model->config_, *model->checkpoint_);
   if (format == WeightFormat::Q8) {
-    // Quantizing reads the mapped weights once; the few matrices kept as stored stay mapped.
-    quantize_weights_q8(model->config_, model->weights_, model->owned_);
+    // Quantizing reads the mapped weights once. Mapped: the few matrices kept as stored stay mapped;
+    // Memory: everything goes on 2 MiB pages and the files are unmapped.
+    const bool in_memory = placement == WeightPlacement::Memory;
+    quantize_weights_q8(model->config_, model->weights_, model->owned_, in_memory);
+    if (in_memory) model->checkpoint_.reset();
   } else if (placement == WeightPlacement::Memory) {
     copy_weights_to_memory(model->config_, model->weights_, model->owned_);
     model->checkpoint_.reset();

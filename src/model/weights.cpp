@@ -274,17 +274,19 @@ void save_weights(const ModelConfig& config, ModelWeights& weights, DType vector
 
 namespace jetlm {
 
-void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
-                         WeightStorage& storage) {
+void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage,
+                         bool in_memory) {
   const void* embed_before = weights.embed.data;
   visit_tensors(config, weights, [&](const TensorSlot& slot) {
-    if (slot.matrix == nullptr) return;
+    if (slot.matrix == nullptr || slot.matrix->empty()) return;
     if (slot.spec.name == "lm_head.weight" && slot.matrix->data == embed_before) return;  // tied: below
     // The JetBlock gate projections (beta and the log-decay, [H, D]: a few KB) feed exp() and
-    // sigmoid(), where 8-bit errors compound over the recurrence; they stay as stored.
-    if (slot.spec.name.ends_with(".self_attn.a_proj.weight") || slot.spec.name.ends_with(".self_attn.b_proj.weight"))
-      return;
-    *slot.matrix = quantize_matrix_q8(*slot.matrix, storage);
+    // sigmoid(), where 8-bit errors compound over the recurrence; they stay as stored. So do
+    // matrices that already are q8.
+    const bool keep = slot.spec.name.ends_with(".self_attn.a_proj.weight") ||
+                      slot.spec.name.ends_with(".self_attn.b_proj.weight") || slot.matrix->dtype == DType::I8;
+    if (!keep) *slot.matrix = quantize_matrix_q8(*slot.matrix, storage, in_memory);
+    else if (in_memory) copy_matrix_to_memory(*slot.matrix, storage);
   });
   if (config.tie_embeddings) weights.lm_head = weights.embed;
 }
@@ -293,8 +295,7 @@ void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
 
 namespace jetlm {
 
-void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage) {
-  const void* embed_before = weights.embed.data;
+void copy_matrix_to_memory(Matrix& m, WeightStorage& storage) {
   // Copies `bytes` bytes with both threads (one thread's memcpy reads ~half the machine's bandwidth).
   auto copy = [&](const void* from, size_t bytes) -> const void* {
     storage.push_back(allocate_host_bytes(bytes, /*huge_pages=*/true));
@@ -308,13 +309,17 @@ void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, We
     }
     return to;
   };
+  m.data = copy(m.data, size_t(m.rows * m.cols) * dtype_size(m.dtype));
+  if (m.scales != nullptr)
+    m.scales = static_cast<const uint16_t*>(copy(m.scales, size_t(m.rows * q8_blocks(m.cols)) * 2));
+}
+
+void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage) {
+  const void* embed_before = weights.embed.data;
   visit_tensors(config, weights, [&](const TensorSlot& slot) {
     if (slot.matrix == nullptr || slot.matrix->empty()) return;
     if (slot.spec.name == "lm_head.weight" && slot.matrix->data == embed_before) return;  // tied: below
-    Matrix& m = *slot.matrix;
-    m.data = copy(m.data, size_t(m.rows * m.cols) * dtype_size(m.dtype));
-    if (m.scales != nullptr)
-      m.scales = static_cast<const uint16_t*>(copy(m.scales, size_t(m.rows * q8_blocks(m.cols)) * 2));
+    copy_matrix_to_memory(*slot.matrix, storage);
   });
   if (config.tie_embeddings) weights.lm_head = weights.embed;
 }

@@ -69,13 +69,17 @@ ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t see
                             WeightStorage& storage);
 
 // Replaces every weight matrix by its q8 form (blocks of 32 with f16 scales, see core/tensor.h);
-// the new bytes go to `storage`. Norms, biases and gate vectors stay float32.
-void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights,
-                         WeightStorage& storage);
+// the new bytes go to `storage`. Norms, biases and gate vectors stay float32; the JetBlock gate
+// projections and matrices already q8 keep their bytes. in_memory: the new bytes go on 2 MiB pages
+// and the kept matrices are copied there too, so no weight depends on a mapped checkpoint.
+void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage,
+                         bool in_memory = false);
 
 // Copies every weight matrix (and q8 scales) into `storage` on 2 MiB pages (where the kernel grants
 // them), so the weights no longer depend on a mapped checkpoint.
 void copy_weights_to_memory(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage);
+// One matrix's bytes (and q8 scales) into `storage` on 2 MiB pages; m then points there.
+void copy_matrix_to_memory(Matrix& m, WeightStorage& storage);
 
 // Writes `weights` as one safetensors file under the tensor names of `config`: matrices as they are
 // stored, vectors (norms, biases, gates) in `vector_dtype`. A tied head is written once.

@@ -172,6 +172,28 @@ TEST_F(BadInput, InMemoryWeightsEqualMappedAndDoNotNeedTheFile) {
   EXPECT_EQ(std::memcmp(mapped_logits.data(), memory_logits.data(), mapped_logits.size() * sizeof(float)), 0);
 }
 
+// q8 at load with Memory: the same logits as q8 over the mapped file, and no weight (not even the
+// unquantized JetBlock gate projections) reads the file afterwards.
+TEST_F(BadInput, InMemoryQ8WeightsEqualMappedQ8AndDoNotNeedTheFile) {
+  const int32_t ids[] = {1, 2, 49, 7};
+  std::vector<float> mapped_logits(50 * 4), memory_logits(50 * 4), stored_logits(50 * 4);
+  {
+    auto mapped = Model::load(dir_, WeightFormat::Q8);
+    HybridCache cache = mapped->new_cache();
+    mapped->forward(ids, 4, cache, mapped_logits.data());
+    auto stored = Model::load(dir_);
+    HybridCache cache2 = stored->new_cache();
+    stored->forward(ids, 4, cache2, stored_logits.data());
+  }
+  auto memory = Model::load(dir_, WeightFormat::Q8, WeightPlacement::Memory);
+  fs::resize_file(dir_ + "/model.safetensors", 0);
+  HybridCache cache = memory->new_cache();
+  memory->forward(ids, 4, cache, memory_logits.data());
+  EXPECT_EQ(std::memcmp(mapped_logits.data(), memory_logits.data(), mapped_logits.size() * sizeof(float)), 0);
+  EXPECT_NE(std::memcmp(stored_logits.data(), memory_logits.data(), stored_logits.size() * sizeof(float)), 0)
+      << "q8 logits identical to the unquantized ones: the weights were not quantized";
+}
+
 TEST(HostMemory, SmallAndHugePageBuffers) {
   for (size_t n : {size_t(0), size_t(100), size_t(3) << 20, (size_t(2) << 20) + 1}) {
     HostBytes b = allocate_host_bytes(n, /*huge_pages=*/n % 2 == 1);
