@@ -108,6 +108,30 @@ TEST(Ops, Bf16DecodeDotIsBitEqualAcrossIsaLevels) {
   }
 }
 
+// Single-token GEMVs split their rows over the threads in shares that idle threads take chunks
+// from: every row is computed exactly once (outputs poisoned with NaN first), for 2 and 3 threads,
+// short rows, long rows (eight-row blocks) and q8, with rows left over at the end.
+TEST(Ops, SingleTokenGemvWritesEveryRowOnceAcrossThreads) {
+  std::mt19937 rng(21);
+  const int saved = cpu::num_threads();
+  for (int threads : {2, 3}) {
+    cpu::set_num_threads(threads);
+    for (DType dtype : {DType::BF16, DType::F32, DType::I8})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2501, 1536}, {1003, 8960}, {4099, 96}}) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype == DType::I8 ? DType::BF16 : dtype);
+        WeightStorage storage;
+        const Matrix view = dtype == DType::I8 ? quantize_matrix_q8(W.view, storage) : W.view;
+        std::vector<float> x = random_vector(rng, size_t(cols)), bias = random_vector(rng, size_t(rows));
+        std::vector<float> y(static_cast<size_t>(rows), std::nanf("")), expected(y.size());
+        cpu::matmul(x.data(), 1, view, bias.data(), y.data());
+        ref::matmul(x.data(), 1, view, bias.data(), expected.data());
+        EXPECT_LT(normalized_error(y, expected), dtype == DType::I8 ? 2e-2 : kTol)
+            << threads << " threads, " << dtype_name(dtype) << " " << rows << "x" << cols;
+      }
+  }
+  cpu::set_num_threads(saved);
+}
+
 // The FMA peak probe runs at the widest active ISA; the bf16 peak only with AVX512-BF16.
 TEST(Ops, PeakProbes) {
   for_each_isa([](cpu::Isa isa) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/gemm_kernels.h"
@@ -152,6 +153,52 @@ JETLM_DISPATCH void weights_to_f32(const Matrix& W, int64_t offset, int64_t n, f
 
 int threads() { return g_num_threads > 0 ? g_num_threads : omp_get_max_threads(); }
 
+// Items [0, n) over the threads for a weight-streaming loop: thread t owns the t-th contiguous
+// share and walks it from the front, `chunk` items at a time, so each core streams one region as
+// with schedule(static); a thread that finishes takes chunks from the back of the other shares.
+// Static shares left one core waiting for the other at the end of each GEMV (perf: ~8% of decode
+// thread time in the OpenMP barrier on the 2-core VM), while schedule(dynamic) interleaved the
+// cores' streams and halved the decode speed. fn(i) runs exactly once for every i.
+template <typename F>
+void parallel_stealing(int64_t n, int64_t chunk, F&& fn) {
+  const int T = int(std::min<int64_t>(threads(), std::max<int64_t>(1, n / chunk)));
+  if (T <= 1 || omp_in_parallel()) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  JETLM_ASSERT(n < (int64_t(1) << 32));
+  struct alignas(64) Share { std::atomic<uint64_t> range; };  // (hi << 32) | lo, one cache line each
+  std::vector<Share> shares(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t)
+    shares[size_t(t)].range.store(uint64_t(n * (t + 1) / T) << 32 | uint64_t(n * t / T), std::memory_order_relaxed);
+  // Claims up to `chunk` items of share s, from the front (its owner) or the back; false when empty.
+  const auto claim = [&](int s, bool front, int64_t& lo_out, int64_t& hi_out) {
+    std::atomic<uint64_t>& range = shares[size_t(s)].range;
+    uint64_t cur = range.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint64_t lo = cur & 0xffffffffu, hi = cur >> 32;
+      if (lo >= hi) return false;
+      const uint64_t take = std::min<uint64_t>(uint64_t(chunk), hi - lo);
+      const uint64_t next = front ? (hi << 32 | (lo + take)) : ((hi - take) << 32 | lo);
+      if (range.compare_exchange_weak(cur, next, std::memory_order_relaxed)) {
+        lo_out = int64_t(front ? lo : hi - take);
+        hi_out = lo_out + int64_t(take);
+        return true;
+      }
+    }
+  };
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    int64_t lo = 0, hi = 0;
+    while (claim(t, true, lo, hi))
+      for (int64_t i = lo; i < hi; ++i) fn(i);
+    for (int k = 1; k < T; ++k)
+      while (claim((t + k) % T, false, lo, hi))
+        for (int64_t i = lo; i < hi; ++i) fn(i);
+  }
+}
+
 
 }  // namespace
 
@@ -247,6 +294,19 @@ constexpr int64_t kQ8GemvMaxRows = 8;
 // them beats converting and packing every weight tile for the GEMM.
 constexpr int64_t kGemvMaxRows = 8;
 
+namespace {
+
+// JETLM_CPU_STEAL=0: static shares for the single-token GEMVs (A/B runs).
+bool steal_rows() {
+  static const bool on = [] {
+    const char* env = std::getenv("JETLM_CPU_STEAL");
+    return !(env && std::string(env) == "0");
+  }();
+  return on;
+}
+
+}  // namespace
+
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
                (W.dtype == DType::I8 && W.scales != nullptr));
@@ -260,14 +320,19 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     std::vector<float> x_scales(static_cast<size_t>(T * blocks));
     for (int64_t t = 0; t < T; ++t)
       kernels::quantize_activation_q8_avx2(x + t * Kdim, Kdim, xq.data() + t * Kdim, x_scales.data() + t * blocks);
-    const int64_t rows_per_task = 16;
-#pragma omp parallel for num_threads(threads()) schedule(static)
-    for (int64_t r0 = 0; r0 < N; r0 += rows_per_task) {
-      const int64_t rows = std::min(rows_per_task, N - r0);
+    const int64_t rows_per_task = 16, tasks = (N + rows_per_task - 1) / rows_per_task;
+    const auto task = [&](int64_t i) {
+      const int64_t r0 = i * rows_per_task, rows = std::min(rows_per_task, N - r0);
       for (int64_t t = 0; t < T; ++t)
         kernels::gemv_q8_avx2(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * blocks, rows, Kdim,
                               xq.data() + t * Kdim, x_scales.data() + t * blocks, bias ? bias + r0 : nullptr,
                               y + t * N + r0);
+    };
+    if (steal_rows()) {
+      parallel_stealing(tasks, std::max<int64_t>(1, (int64_t(1) << 16) / (rows_per_task * Kdim)), task);
+    } else {
+#pragma omp parallel for num_threads(threads()) schedule(static)
+      for (int64_t i = 0; i < tasks; ++i) task(i);
     }
     return;
   }
@@ -275,25 +340,37 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     // Decode: one pass over the weights, read as stored. AVX2 (below AVX-512) takes the
     // hand-written bf16 dot product (the same bits, faster streaming).
     const bool bf16_avx2 = W.dtype == DType::BF16 && has_avx2_fma() && !has_avx512();
+    // Chunks of ~64 KB of weights for the stealing schedule.
+    const int64_t chunk_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, Kdim * dtype_size(W.dtype)));
     if (bf16_avx2 && Kdim > kLongRowCols) {
       // Long rows: eight at a time, so x is read from L1 once for all eight.
       const int64_t blocks = (N + 7) / 8;
-#pragma omp parallel for num_threads(threads()) schedule(static)
-      for (int64_t blk = 0; blk < blocks; ++blk) {
+      const auto block = [&](int64_t blk) {
         const int64_t r0 = blk * 8, rows = std::min<int64_t>(8, N - r0);
         kernels::dot_rows8_bf16_avx2(static_cast<const uint16_t*>(W.data) + r0 * Kdim, Kdim, rows, x, y + r0);
         if (bias)
           for (int64_t r = r0; r < r0 + rows; ++r) y[r] += bias[r];
+      };
+      if (steal_rows()) {
+        parallel_stealing(blocks, std::max<int64_t>(1, chunk_rows / 8), block);
+      } else {
+#pragma omp parallel for num_threads(threads()) schedule(static)
+        for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
       }
       return;
     }
-#pragma omp parallel for num_threads(threads()) schedule(static)
-    for (int64_t r = 0; r < N; ++r) {
+    const auto row = [&](int64_t r) {
       const float acc = bf16_avx2 ? kernels::dot_bf16_avx2(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
                         : W.dtype == DType::BF16
                             ? dot_bf16(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
                             : dot_f32(static_cast<const float*>(W.data) + r * Kdim, x, Kdim);
       y[r] = acc + (bias ? bias[r] : 0.0f);
+    };
+    if (steal_rows()) {
+      parallel_stealing(N, chunk_rows, row);
+    } else {
+#pragma omp parallel for num_threads(threads()) schedule(static)
+      for (int64_t r = 0; r < N; ++r) row(r);
     }
     return;
   }
