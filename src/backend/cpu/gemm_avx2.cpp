@@ -322,6 +322,65 @@ void gemv_rows_f32_avx2(const float* W, int64_t N, int64_t K, const float* X, in
   rows_gemv(W, N, K, X, T, bias, y, ldy);
 }
 
+namespace {
+
+// Eight rows' k .. k+7 as float32 vectors, rows past `rows` zero.
+inline __m256 load8_f32(const uint16_t* row, int64_t k) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k))), 16));
+}
+inline __m256 load8_f32(const float* row, int64_t k) { return _mm256_loadu_ps(row + k); }
+inline float load1_f32(const uint16_t* row, int64_t k) { return bf16_to_f32(row[k]); }
+inline float load1_f32(const float* row, int64_t k) { return row[k]; }
+
+// r[i] (row i, columns k..k+7) -> r[c] (column k+c, rows 0..7).
+inline void transpose8x8(__m256 (&r)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+template <typename WT>
+void pack_panel(const WT* W, int64_t rows, int64_t K, float* P) {
+  for (int64_t half = 0; half < 2; ++half) {
+    const int64_t j0 = half * 8;
+    const int64_t live = std::clamp<int64_t>(rows - j0, 0, 8);
+    if (live == 0) {
+      for (int64_t k = 0; k < K; ++k) _mm256_storeu_ps(P + k * kPanel + j0, _mm256_setzero_ps());
+      continue;
+    }
+    const WT* row[8];
+    for (int64_t i = 0; i < 8; ++i) row[i] = W + (j0 + std::min(i, live - 1)) * K;  // dead rows: zeroed below
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < live ? load8_f32(row[i], k) : _mm256_setzero_ps();
+      transpose8x8(r);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(P + (k + c) * kPanel + j0, r[c]);
+    }
+    for (; k < K; ++k)
+      for (int64_t i = 0; i < 8; ++i) P[k * kPanel + j0 + i] = i < live ? load1_f32(row[i], k) : 0.0f;
+  }
+}
+
+}  // namespace
+
+void pack_panel_bf16_avx2(const uint16_t* W, int64_t rows, int64_t K, float* P) { pack_panel(W, rows, K, P); }
+void pack_panel_f32_avx2(const float* W, int64_t rows, int64_t K, float* P) { pack_panel(W, rows, K, P); }
+
 // 32 lanes in four independent 8-wide accumulators (lane j sums elements i + j, i a multiple of
 // 32), then the tail and the pairwise lane reduction in the order ops_cpu.cpp's dot_bf16 adds them,
 // so the result has the same bits as its AVX2 build. Written out because the compiler's version of

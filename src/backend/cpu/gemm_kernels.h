@@ -12,6 +12,11 @@ namespace jetlm::cpu::kernels {
 inline constexpr int64_t kPanel = 16;
 void gemm_packed_avx2(const float* X, int64_t T, int64_t K, const float* P, int64_t N, float* Y, int64_t ldy,
                       const float* bias);
+// One packed panel for gemm_packed_avx2: P[k][16] = W[j][k] as float32 for rows j < rows (<= 16)
+// of W [rows, K] (bf16 or f32, row stride K), zeros for j >= rows. Eight rows by eight columns at a
+// time through registers (an 8 x 8 transpose) instead of one strided store per weight.
+void pack_panel_bf16_avx2(const uint16_t* W, int64_t rows, int64_t K, float* P);
+void pack_panel_f32_avx2(const float* W, int64_t rows, int64_t K, float* P);
 // Peak FMA throughput of one thread (GFLOP/s) from a loop of independent register FMAs.
 double fma_peak_gflops_avx2();
 
