@@ -57,24 +57,37 @@ struct BenchArgs {
   std::string kv_cache = "auto";  // cuda
 };
 
-// Best of several passes of a threaded sum over a buffer far larger than the caches (GB/s).
-double measure_read_bandwidth(bool huge_pages) {
-  const size_t n = size_t(1) << 28;  // 1 GiB of floats
-  // The same kind of pages the weights are on (2 MiB with --hugepages).
-  const HostBytes bytes = allocate_host_bytes(n * sizeof(float), huge_pages);
-  float* buffer = reinterpret_cast<float*>(bytes.get());
+// Read bandwidth: best of several passes of a threaded sum over a buffer far larger than the
+// caches (GB/s). The buffer stays allocated so the bandwidth can be sampled again after each
+// decode run: on shared VMs it changes regime for minutes at a time, and a run's roofline uses
+// the higher of the samples before and after it (never a fraction from a slow probe next to a
+// fast run).
+class BandwidthProbe {
+ public:
+  explicit BandwidthProbe(bool huge_pages)
+      // The same kind of pages the weights are on (2 MiB with --hugepages).
+      : bytes_(allocate_host_bytes(kFloats * sizeof(float), huge_pages)) {
+    float* buffer = reinterpret_cast<float*>(bytes_.get());
 #pragma omp parallel for num_threads(cpu::num_threads())
-  for (size_t i = 0; i < n; ++i) buffer[i] = float(i & 7);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = Clock::now();
-    const double total = cpu::read_all(buffer, int64_t(n));
-    const double s = seconds_since(t0);
-    if (total < 0) std::printf(" ");  // keep the sum alive
-    best = std::max(best, double(n * sizeof(float)) / s / 1e9);
+    for (size_t i = 0; i < kFloats; ++i) buffer[i] = float(i & 7);
   }
-  return best;
-}
+  double measure() const {
+    const float* buffer = reinterpret_cast<const float*>(bytes_.get());
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = Clock::now();
+      const double total = cpu::read_all(buffer, int64_t(kFloats));
+      const double s = seconds_since(t0);
+      if (total < 0) std::printf(" ");  // keep the sum alive
+      best = std::max(best, double(kFloats * sizeof(float)) / s / 1e9);
+    }
+    return best;
+  }
+
+ private:
+  static constexpr size_t kFloats = size_t(1) << 28;  // 1 GiB
+  HostBytes bytes_;
+};
 
 // Peak of the engine's own prefill GEMM (bf16 weights) in GFLOP/s.
 double measure_gemm_peak() {
@@ -168,12 +181,16 @@ void run_bench(const BenchArgs& args) {
   if (!args.json)
     std::fprintf(stderr, "jetlm bench: %s, %.2f GB of weights ready in %.1f s; measuring the machine...\n",
                  name.c_str(), double(model->weight_bytes()) / 1e9, seconds_since(load_t0));
-  const double bandwidth = measure_read_bandwidth(args.hugepages && !args.model_dir.empty());
+  const BandwidthProbe probe(args.hugepages && !args.model_dir.empty());
+  double bandwidth_before = probe.measure();  // the sample next to the coming run
+  const double bandwidth_first = bandwidth_before;
   const double gemm_peak = measure_gemm_peak();
   const double fma_peak = cpu::fma_peak_gflops();
   if (!args.json) {
     std::printf("machine: %d threads, read bandwidth %.1f GB/s, bf16 GEMM (2048^2 x 256) %.1f GFLOP/s, "
-                "fp32 FMA peak %.1f GFLOP/s\n", cpu::num_threads(), bandwidth, gemm_peak, fma_peak);
+                "fp32 FMA peak %.1f GFLOP/s (bandwidth sampled again after every decode run; a run's\n"
+                "roofline uses the higher sample of before and after it)\n",
+                cpu::num_threads(), bandwidth_first, gemm_peak, fma_peak);
     std::printf("%-18s %8s %6s %6s %12s %12s %10s %10s %8s %8s %8s\n", "model", "prompt", "gen", "batch",
                 "prefill t/s", "decode t/s", "cache MB", "weights GB", "dec roof", "pre/gemm", "pre/fma");
   }
@@ -215,6 +232,8 @@ void run_bench(const BenchArgs& args) {
       model->decode_batch(step_ids.data(), B, cache_ptrs.data(), logits.data());
     }
     const double decode_s = seconds_since(t0);
+    const double bandwidth_after = probe.measure();
+    const double bandwidth = std::max(bandwidth_before, bandwidth_after);
     const double prefill_tps = double(B * prompt_len) / prefill_s;
     const double decode_tps = double(B * args.gen) / decode_s;
     // Decode reads every weight once and each sequence's whole cache once per step (the cache at
@@ -235,12 +254,13 @@ void run_bench(const BenchArgs& args) {
           "{\"model\": \"%s\", \"prompt_len\": %lld, \"gen_tokens\": %lld, \"batch\": %lld, "
           "\"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
           "\"cache_bytes_per_seq\": %lld, \"weight_bytes\": %lld, \"mem_bw_gb_s\": %.2f, "
+          "\"mem_bw_before_gb_s\": %.2f, \"mem_bw_after_gb_s\": %.2f, "
           "\"gemm_peak_gflop_s\": %.2f, \"fma_peak_gflop_s\": %.2f, \"decode_roofline_frac\": %.4f, "
           "\"prefill_roofline_frac\": %.4f, \"prefill_fma_peak_frac\": %.4f}\n",
           name.c_str(), (long long)prompt_len, (long long)args.gen, (long long)args.batch,
           cpu::num_threads(), prefill_tps, decode_tps, (long long)cache_per_seq,
-          (long long)model->weight_bytes(), bandwidth, gemm_peak, fma_peak, decode_roofline, prefill_roofline,
-          prefill_fma_frac);
+          (long long)model->weight_bytes(), bandwidth, bandwidth_before, bandwidth_after, gemm_peak, fma_peak,
+          decode_roofline, prefill_roofline, prefill_fma_frac);
     } else {
       std::printf("%-18s %8lld %6lld %6lld %12.1f %12.2f %10.1f %10.2f %7.0f%% %7.0f%% %7.0f%%\n", name.c_str(),
                   (long long)prompt_len, (long long)args.gen, (long long)B, prefill_tps, decode_tps,
@@ -248,6 +268,7 @@ void run_bench(const BenchArgs& args) {
                   100 * decode_roofline, 100 * prefill_roofline, 100 * prefill_fma_frac);
     }
     std::fflush(stdout);
+    bandwidth_before = bandwidth_after;
   }
   if (args.depths.empty()) return;
   // Decode speed against cache depth: the cache is filled with random contents as if `depth`
@@ -269,6 +290,9 @@ void run_bench(const BenchArgs& args) {
       model->forward(&id, 1, cache, logits.data(), last_only);
     }
     const double decode_tps = double(args.gen) / seconds_since(t0);
+    const double bandwidth_after = probe.measure();
+    const double bandwidth = std::max(bandwidth_before, bandwidth_after);
+    bandwidth_before = bandwidth_after;
     const int64_t cache_bytes = HybridCache::bytes_for(c, depth + args.gen / 2, 4);
     const double roofline = decode_tps * double(model->weight_bytes() + cache_bytes) / (bandwidth * 1e9);
     if (args.json)

@@ -360,6 +360,30 @@ TEST_F(BadInput, IdsOutOfRange) {
   EXPECT_EQ(cache.n_past(), 0);  // nothing changed
 }
 
+// `bench --json`: the fields, and the bandwidth a run's roofline divides by is the higher
+// of the samples taken before and after its decode.
+TEST_F(BadInput, BenchJsonSamplesBandwidthAroundEachRun) {
+  const test::CliResult r = test::run_cli("bench --model " + dir_ + " -p 3,5 -n 2 --threads 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto field = [](const std::string& line, const std::string& key) {
+    const size_t at = line.find("\"" + key + "\": ");
+    EXPECT_NE(at, std::string::npos) << key << " in " << line;
+    return at == std::string::npos ? -1.0 : std::stod(line.substr(at + key.size() + 4));
+  };
+  std::istringstream lines(r.out);
+  int runs = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++runs;
+    for (const char* key : {"prompt_len", "gen_tokens", "batch", "prefill_tok_s", "decode_tok_s", "cache_bytes_per_seq",
+                            "weight_bytes", "decode_roofline_frac"})
+      EXPECT_GT(field(line, key), 0.0) << key;
+    const double before = field(line, "mem_bw_before_gb_s"), after = field(line, "mem_bw_after_gb_s");
+    EXPECT_GT(std::min(before, after), 0.0);
+    EXPECT_NEAR(field(line, "mem_bw_gb_s"), std::max(before, after), 0.01);
+  }
+  EXPECT_EQ(runs, 2) << r.out;
+}
+
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
   const std::string out = dir_ + "/logits.bin";
