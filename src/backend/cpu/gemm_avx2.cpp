@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/cpu/gemm_kernels.h"
+#include "core/error.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
 
@@ -381,28 +382,60 @@ void pack_panel(const WT* W, int64_t rows, int64_t K, float* P) {
 void pack_panel_bf16_avx2(const uint16_t* W, int64_t rows, int64_t K, float* P) { pack_panel(W, rows, K, P); }
 void pack_panel_f32_avx2(const float* W, int64_t rows, int64_t K, float* P) { pack_panel(W, rows, K, P); }
 
+void unpack_order_bf16(const float* x, int64_t n, int64_t whole, float* xp) {
+  JETLM_ASSERT(whole % 16 == 0 && whole <= n);
+  for (int64_t i = 0; i < whole; i += 16)
+    for (int j = 0; j < 4; ++j) {
+      xp[i + j] = x[i + j];
+      xp[i + 4 + j] = x[i + 8 + j];
+      xp[i + 8 + j] = x[i + 4 + j];
+      xp[i + 12 + j] = x[i + 12 + j];
+    }
+  for (int64_t i = whole; i < n; ++i) xp[i] = x[i];
+}
+
+namespace {
+
+// bf16 x 16 -> float32 in unpack order: lo = columns [0-3, 8-11], hi = [4-7, 12-15].
+inline __m256 bf16_unpack_lo(__m256i bits) {
+  return _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), bits));
+}
+inline __m256 bf16_unpack_hi(__m256i bits) {
+  return _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), bits));
+}
+// Accumulators in unpack order (lo, hi of one 16-column step) -> in column order (columns 0-7, 8-15):
+// each lane keeps its own sum, only the lanes move.
+inline void column_order(__m256 lo, __m256 hi, __m256& first8, __m256& next8) {
+  first8 = _mm256_permute2f128_ps(lo, hi, 0x20);
+  next8 = _mm256_permute2f128_ps(lo, hi, 0x31);
+}
+
+}  // namespace
+
 // 32 lanes in four independent 8-wide accumulators (lane j sums elements i + j, i a multiple of
 // 32), then the tail and the pairwise lane reduction in the order ops_cpu.cpp's dot_bf16 adds them,
 // so the result has the same bits as its AVX2 build. Written out because the compiler's version of
 // that loop re-loads each 32-byte block for its upper half and chains its accumulators pairwise: on
-// the 2-core EPYC VM 1-6% less GEMV bandwidth from memory in its faster regime (docs/perf.md).
-float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
+// the 2-core EPYC VM 1-6% less GEMV bandwidth from memory in its faster regime (docs/perf.md). The
+// loop keeps its sums in unpack order and moves them to column order once at the end.
+float dot_bf16_avx2(const uint16_t* w, const float* xp, int64_t n) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
     const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16));
-    const __m128i parts[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1),
-                              _mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)};
-    for (int q = 0; q < 4; ++q) {
-      const __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(parts[q]), 16));
-      acc[q] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i + 8 * q), acc[q]);
-    }
+    acc[0] = _mm256_fmadd_ps(bf16_unpack_lo(lo), _mm256_loadu_ps(xp + i), acc[0]);
+    acc[1] = _mm256_fmadd_ps(bf16_unpack_hi(lo), _mm256_loadu_ps(xp + i + 8), acc[1]);
+    acc[2] = _mm256_fmadd_ps(bf16_unpack_lo(hi), _mm256_loadu_ps(xp + i + 16), acc[2]);
+    acc[3] = _mm256_fmadd_ps(bf16_unpack_hi(hi), _mm256_loadu_ps(xp + i + 24), acc[3]);
   }
+  __m256 c[4];
+  column_order(acc[0], acc[1], c[0], c[1]);
+  column_order(acc[2], acc[3], c[2], c[3]);
   float sum = 0.0f;
-  for (; i < n; ++i) sum = std::fma(bf16_to_f32(w[i]), x[i], sum);
+  for (; i < n; ++i) sum = std::fma(bf16_to_f32(w[i]), xp[i], sum);
   // Lanes j += j + 16, then j += j + 8 (whole registers), then + 4, + 2, + 1 within one.
-  const __m256 r8 = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+  const __m256 r8 = _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3]));
   __m128 r4 = _mm_add_ps(_mm256_castps256_ps128(r8), _mm256_extractf128_ps(r8, 1));
   r4 = _mm_add_ps(r4, _mm_movehl_ps(r4, r4));
   r4 = _mm_add_ss(r4, _mm_movehdup_ps(r4));
@@ -414,8 +447,8 @@ float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
 // it again from L2: the 2-core EPYC VM's GEMV of the MLP down projection (1536 x 8960) read its
 // weights at 20-22 GB/s one row at a time, 40-45 GB/s eight at a time (a plain read: 49-57).
 // With rows < 8 the missing rows repeat the last one (loaded again, never stored). Two 8-wide
-// accumulators per row (16 ymm), then the tail.
-void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* x, float* out) {
+// accumulators per row (16 ymm) in unpack order, then the tail.
+void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* xp, float* out) {
   constexpr int R = 8;
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -423,19 +456,19 @@ void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float
   for (int r = 0; r < R; ++r) row[r] = w + std::min<int64_t>(r, rows - 1) * K;  // clamped: loaded, not stored
   int64_t i = 0;
   for (; i + 16 <= K; i += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    const __m256 x0 = _mm256_loadu_ps(xp + i), x1 = _mm256_loadu_ps(xp + i + 8);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row[r] + i));
-      const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(bits)), 16));
-      const __m256 w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(bits, 1)), 16));
-      acc[r][0] = _mm256_fmadd_ps(w0, x0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(w1, x1, acc[r][1]);
+      acc[r][0] = _mm256_fmadd_ps(bf16_unpack_lo(bits), x0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(bf16_unpack_hi(bits), x1, acc[r][1]);
     }
   }
   for (int r = 0; r < R && r < rows; ++r) {
-    float sum = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
-    for (int64_t k = i; k < K; ++k) sum = std::fma(bf16_to_f32(row[r][k]), x[k], sum);
+    __m256 first8, next8;
+    column_order(acc[r][0], acc[r][1], first8, next8);
+    float sum = horizontal_sum(_mm256_add_ps(first8, next8));
+    for (int64_t k = i; k < K; ++k) sum = std::fma(bf16_to_f32(row[r][k]), xp[k], sum);
     out[r] = sum;
   }
 }

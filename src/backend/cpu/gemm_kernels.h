@@ -35,10 +35,18 @@ void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, 
 // Quantizes x[K] for gemv_q8_avx2: xq[K] and float scales[q8_blocks(K)].
 void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* scales);
 
-// sum_i bf16 w[i] * x[i], bit-equal to ops_cpu.cpp's dot_bf16 built for AVX2+FMA.
-float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n);
-// out[r] = W[r] . x for r < rows (1..8) of W [rows, K] (bf16); for rows too long for x to stay in L1.
-void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* x, float* out);
+// The decode dot products below widen bf16 by interleaving with zero inside each 128-bit lane
+// (one shuffle per 8 weights instead of an extract, a widening move and a shift), which puts the
+// weights of columns [0-3, 8-11] and [4-7, 12-15] of every 16 side by side. Their x comes
+// permuted the same way, once per GEMV: xp = unpack_order_bf16(x) for the first `whole` columns
+// (a multiple of 16), the rest copied as is.
+void unpack_order_bf16(const float* x, int64_t n, int64_t whole, float* xp);
+// sum_i bf16 w[i] * x[i] given xp = x in unpack order over whole = n - n % 32 columns;
+// bit-equal to ops_cpu.cpp's dot_bf16 built for AVX2+FMA (the same lanes and order).
+float dot_bf16_avx2(const uint16_t* w, const float* xp, int64_t n);
+// out[r] = W[r] . x for r < rows (1..8) of W [rows, K] (bf16), xp = x in unpack order over
+// whole = K - K % 16 columns; for rows too long for x to stay in L1.
+void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float* xp, float* out);
 // Small-batch decode: Y[t, r] (row stride ldy) = X[t, :] . W[r, :] (+ bias[r]) for r < N, t < T,
 // 2 <= T <= 8, weights bf16 or f32 rows of K. Each weight row is read and converted once for all T
 // activation rows (T FMA chains), so a decode step of T sequences reads the weights once.

@@ -342,12 +342,20 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     const bool bf16_avx2 = W.dtype == DType::BF16 && has_avx2_fma() && !has_avx512();
     // Chunks of ~64 KB of weights for the stealing schedule.
     const int64_t chunk_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, Kdim * dtype_size(W.dtype)));
-    if (bf16_avx2 && Kdim > kLongRowCols) {
+    // The AVX2 bf16 kernels take x in their unpack order (gemm_kernels.h), permuted once here.
+    thread_local std::vector<float> x_unpack_order;
+    const bool long_rows = bf16_avx2 && Kdim > kLongRowCols;
+    if (bf16_avx2) {
+      x_unpack_order.resize(static_cast<size_t>(Kdim));
+      kernels::unpack_order_bf16(x, Kdim, long_rows ? Kdim - Kdim % 16 : Kdim - Kdim % 32, x_unpack_order.data());
+    }
+    const float* xp = x_unpack_order.data();
+    if (long_rows) {
       // Long rows: eight at a time, so x is read from L1 once for all eight.
       const int64_t blocks = (N + 7) / 8;
       const auto block = [&](int64_t blk) {
         const int64_t r0 = blk * 8, rows = std::min<int64_t>(8, N - r0);
-        kernels::dot_rows8_bf16_avx2(static_cast<const uint16_t*>(W.data) + r0 * Kdim, Kdim, rows, x, y + r0);
+        kernels::dot_rows8_bf16_avx2(static_cast<const uint16_t*>(W.data) + r0 * Kdim, Kdim, rows, xp, y + r0);
         if (bias)
           for (int64_t r = r0; r < r0 + rows; ++r) y[r] += bias[r];
       };
@@ -360,7 +368,7 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
       return;
     }
     const auto row = [&](int64_t r) {
-      const float acc = bf16_avx2 ? kernels::dot_bf16_avx2(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
+      const float acc = bf16_avx2 ? kernels::dot_bf16_avx2(static_cast<const uint16_t*>(W.data) + r * Kdim, xp, Kdim)
                         : W.dtype == DType::BF16
                             ? dot_bf16(static_cast<const uint16_t*>(W.data) + r * Kdim, x, Kdim)
                             : dot_f32(static_cast<const float*>(W.data) + r * Kdim, x, Kdim);
