@@ -62,7 +62,8 @@ TEST(Ops, Matmul) {
     for (DType dtype : {DType::F32, DType::BF16, DType::F16})
       for (int64_t T : {1, 2, 3, 4, 5, 8, 9, 13, 17, 30, 64})
         for (auto [rows, cols] :
-             {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {70, 301}, {48, 600}}) {
+             {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {70, 301}, {48, 600},
+              {9, 8963}}) {
           StoredMatrix W = make_matrix(rng, rows, cols, dtype);
           std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
           // With AVX512-BF16, bf16-weight prefill rounds the activations to bf16 (vdpbf16ps): it must

@@ -283,8 +283,8 @@ double bf16_dot_peak_gflops() {
   return total;
 }
 
-// Single-token bf16 GEMVs over rows longer than this take eight rows at a time on AVX2: a float32
-// x of more columns outgrows half the 32 KB L1 (docs/perf.md).
+// Single-token bf16 GEMVs over rows longer than this take eight rows at a time (AVX2 kernel, also on
+// AVX-512 machines): a float32 x of more columns outgrows half the 32 KB L1 (docs/perf.md).
 constexpr int64_t kLongRowCols = 4096;
 
 // Up to this many activation rows, q8 weights take the integer GEMV (activations quantized to 8
@@ -344,8 +344,10 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     const int64_t chunk_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, Kdim * dtype_size(W.dtype)));
     // The AVX2 bf16 kernels take x in their unpack order (gemm_kernels.h), permuted once here.
     thread_local std::vector<float> x_unpack_order;
-    const bool long_rows = bf16_avx2 && Kdim > kLongRowCols;
-    if (bf16_avx2) {
+    // Long rows take the eight-row kernel on AVX-512 machines too: the reason (x outgrows L1 and
+    // one row at a time streams it from L2 again for every row) does not depend on vector width.
+    const bool long_rows = W.dtype == DType::BF16 && has_avx2_fma() && Kdim > kLongRowCols;
+    if (bf16_avx2 || long_rows) {
       x_unpack_order.resize(static_cast<size_t>(Kdim));
       kernels::unpack_order_bf16(x, Kdim, long_rows ? Kdim - Kdim % 16 : Kdim - Kdim % 32, x_unpack_order.data());
     }
