@@ -304,6 +304,7 @@ class T3_BadInput(unittest.TestCase):
             ("zero max_tokens", dict(body={**ok, "max_tokens": 0}), 400, "max_tokens"),
             ("huge max_tokens", dict(body={**ok, "max_tokens": 10**9}), 400, "max_tokens"),
             ("overflowing max_tokens", dict(body={**ok, "max_tokens": 2**64}), 400, "max_tokens"),
+            ("INT64_MAX max_tokens", dict(body={**ok, "max_tokens": 2**63 - 1}), 400, "max_tokens"),
             ("temperature out of range", dict(body={**ok, "temperature": 5}), 400, "temperature"),
             ("n > 1", dict(body={**ok, "n": 2}), 400, "n"),
             ("too many stops", dict(body={**ok, "stop": ["a", "b", "c", "d", "e"]}), 400, "stop"),
