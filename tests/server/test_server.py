@@ -335,6 +335,17 @@ class T3_BadInput(unittest.TestCase):
                 self.assertIn("type", err)
                 if param is not None:
                     self.assertEqual(err["param"], param, f"{name}: {err}")
+        # A known route with the wrong method: 405 naming the allowed ones, not 404.
+        for method, path, allow in [("GET", "/v1/completions", "POST"), ("GET", "/v1/chat/completions", "POST"),
+                                    ("DELETE", "/v1/models", "GET, HEAD"), ("POST", "/health", "GET, HEAD")]:
+            with self.subTest(f"{method} {path}"):
+                conn = http.client.HTTPConnection("127.0.0.1", p, timeout=60)
+                conn.request(method, path, headers={"Authorization": f"Bearer {API_KEY}"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read().decode())
+                conn.close()
+                self.assertEqual((resp.status, resp.getheader("Allow")), (405, allow))
+                self.assertTrue(body["error"]["message"])
         # A body past the 8 MiB limit: 413, before anything is parsed.
         got, body = request(p, "POST", "/v1/completions", raw='{"prompt": "' + "a" * (9 << 20) + '"}')
         self.assertEqual(got, 413)
