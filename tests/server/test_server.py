@@ -48,11 +48,11 @@ def tiny_model(jetlm, shared, out):
 class Server:
     """A `jetlm serve` process on a free loopback port."""
 
-    def __init__(self, jetlm, model, *extra):
+    def __init__(self, jetlm, model, *extra, cwd=None):
         self.log = tempfile.NamedTemporaryFile(prefix="jetlm_serve_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([jetlm, "serve", "--model", model, "--port", "0", "--threads", "1",
+        self.proc = subprocess.Popen([os.path.abspath(jetlm), "serve", "--model", model, "--port", "0", "--threads", "1",
                                       "--ctx", str(CTX), *extra],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
         self.log.close()  # the child holds its own descriptor
         line = self.proc.stdout.readline()
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
@@ -168,6 +168,17 @@ class T1_Basics(unittest.TestCase):
         self.assertEqual((status, body["status"]), (200, "ok"))
         models = CLIENT.models.list()
         self.assertEqual([m.id for m in models.data], ["tiny"])
+
+    def test_model_id_is_the_directory_name_for_relative_paths(self):
+        # `--model .` from inside the model directory once served the model id ".".
+        for given in [".", "./", "../tiny/."]:
+            with self.subTest(given):
+                srv = Server(ARGS.jetlm, given, cwd=MODEL)
+                try:
+                    status, body = request(srv.port, "GET", "/v1/models")
+                    self.assertEqual((status, [m["id"] for m in body["data"]]), (200, ["tiny"]))
+                finally:
+                    srv.stop(signal.SIGKILL)
 
     def test_completion_matches_generate_with_usage_and_length(self):
         prompt = "The quick brown fox"
