@@ -384,6 +384,19 @@ TEST_F(BadInput, BenchJsonSamplesBandwidthAroundEachRun) {
   EXPECT_EQ(runs, 2) << r.out;
 }
 
+// `bench --dtype` only sets the dtype of random weights and `--weights` only applies to --model:
+// each was once ignored without a word, and the table showed weights the user did not ask for.
+TEST_F(BadInput, BenchRefusesAFlagForTheOtherWeightSource) {
+  test::CliResult r = test::run_cli("bench --model " + dir_ + " --dtype q8 -p 3 -n 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "jetlm: error: [--dtype]");
+  r = test::run_cli("bench --config jet-nemotron-2b --random-weights --weights q8 -p 3 -n 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "jetlm: error: [--weights]");
+  r = test::run_cli("bench --model " + dir_ + " --weights q8 -p 3 -n 2 --threads 1 --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
   const std::string out = dir_ + "/logits.bin";
