@@ -54,6 +54,7 @@ struct BenchArgs {
   bool hugepages = false;
   std::string contexts, csv;
   bool gen_given = false;
+  bool dtype_given = false, weights_given = false;
   std::string kv_cache = "auto";  // cuda
 };
 
@@ -149,6 +150,13 @@ void run_bench(const BenchArgs& args) {
     throw_error("jetlm bench", "give exactly one of --model DIR or --config (path or preset) --random-weights");
   if (!args.config.empty() && !args.random_weights)
     throw_error("--config", "a config has no weights: add --random-weights");
+  // Each only applies to one source of weights; silently ignoring it would report numbers for
+  // weights the user did not ask for.
+  if (!args.model_dir.empty() && args.dtype_given)
+    throw_error("--dtype", "sets the dtype of --config ... --random-weights; a --model runs its weights as stored, "
+                           "or quantized with --weights q8");
+  if (args.model_dir.empty() && args.weights_given)
+    throw_error("--weights", "applies to --model DIR; random weights take --dtype bf16|f16|f32|q8");
   std::vector<int64_t> prompt_lens;
   for (int32_t v : parse_id_list(args.prompt_lens, "--prompt-len")) {
     if (v < 1) throw_error("--prompt-len", "lengths must be positive");
@@ -317,8 +325,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--config", args->config,
                   "config.json path or preset (jet-nemotron-2b, jet-nemotron-4b, qwen3-1.7b, qwen2.5-1.5b)");
   cmd->add_flag("--random-weights", args->random_weights, "random weights for --config (no download)");
-  cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32, q8");
-  cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)");
+  cmd->add_option("--dtype", args->dtype, "random weight dtype: bf16 (default), f16, f32, q8")
+      ->each([args](const std::string&) { args->dtype_given = true; });
+  cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)")
+      ->each([args](const std::string&) { args->weights_given = true; });
   cmd->add_flag("--hugepages", args->hugepages, kHugepagesHelp);
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "

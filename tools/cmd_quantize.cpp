@@ -34,6 +34,9 @@ void run_quantize(const QuantizeArgs& args) {
   fs::create_directories(args.out_dir);
   ModelWeights weights = model->weights();  // views; save_weights walks them
   save_weights(model->config(), weights, DType::F32, args.out_dir + "/model.safetensors", args.force);
+  // A sharded checkpoint's index would still win over the new model.safetensors at load time;
+  // --force said to replace it, so it goes (its shards stay, unreferenced).
+  if (args.force) fs::remove(fs::path(args.out_dir) / "model.safetensors.index.json");
   nlohmann::ordered_json config =
       nlohmann::ordered_json::parse(read_text_file(args.model_dir + "/config.json"), nullptr, false);
   config["quantization_config"] = {{"quant_method", "jetlm_q8"}, {"block_size", 32}, {"scale_dtype", "float16"}};

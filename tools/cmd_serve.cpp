@@ -81,9 +81,10 @@ void run_serve(const ServeArgs& args) {
   server::ApiContext context;
   context.tokenizer = tokenizer.get();
   context.chat_template = chat_template.get();
-  context.model_name = args.model_name.empty() ? fs::path(args.model_dir).lexically_normal().filename().string()
-                                               : args.model_name;
-  if (context.model_name.empty()) context.model_name = fs::absolute(args.model_dir).parent_path().filename().string();
+  // The directory's own name also for ".", "dir/" or "dir/.." (the path as given would name "." or "").
+  fs::path served_dir = fs::absolute(args.model_dir).lexically_normal();
+  if (!served_dir.has_filename()) served_dir = served_dir.parent_path();
+  context.model_name = args.model_name.empty() ? served_dir.filename().string() : args.model_name;
   context.vocab = config.vocab;
   context.context_limit = backend.context_limit();
   context.eos_ids = eos_token_ids(args.model_dir, config);

@@ -313,9 +313,10 @@ ApiRequest parse_request(const json& body, Endpoint endpoint, const ApiContext& 
   std::optional<int64_t> max_tokens = integer(body, "max_tokens", 1, std::numeric_limits<int64_t>::max());
   if (endpoint == Endpoint::Chat)
     if (const auto m = integer(body, "max_completion_tokens", 1, std::numeric_limits<int64_t>::max())) max_tokens = m;
-  if (max_tokens && P + *max_tokens > ctx.context_limit)
+  // Compared as `max_tokens > limit - P`: a max_tokens near INT64_MAX would overflow P + max_tokens.
+  if (max_tokens && *max_tokens > ctx.context_limit - P)
     throw ApiError(400, "This model's maximum context length is " + std::to_string(ctx.context_limit) +
-                            " tokens. However, you requested " + std::to_string(P + *max_tokens) + " tokens (" +
+                            " tokens. However, you requested " + std::to_string(uint64_t(P) + uint64_t(*max_tokens)) + " tokens (" +
                             std::to_string(P) + " in the prompt, " + std::to_string(*max_tokens) +
                             " for the completion). Please reduce the prompt or the completion length.",
                    "max_tokens", "context_length_exceeded");

@@ -42,6 +42,13 @@ std::string route_label(const std::string& path) {
   return "other";
 }
 
+// The methods a known route answers ("" for an unknown path): a wrong method there is 405, not 404.
+std::string allowed_methods(const std::string& path) {
+  const std::string route = route_label(path);
+  if (route == "other") return "";
+  return route == "/v1/completions" || route == "/v1/chat/completions" ? "POST" : "GET, HEAD";
+}
+
 struct StreamState {
   bool started = false;
 };
@@ -268,6 +275,12 @@ void HttpServer::Impl::setup() {
     if (!res.body.empty()) return;
     std::string message = "HTTP " + std::to_string(res.status);
     if (res.status == 404) message = "Unknown route: " + req.method + " " + req.path;
+    // httplib answers 404 when no handler matched; on a known path that means the wrong method.
+    if (const std::string allow = allowed_methods(req.path); res.status == 404 && !allow.empty()) {
+      res.status = 405;
+      res.set_header("Allow", allow);
+      message = "Method " + req.method + " is not allowed on " + req.path + "; use " + allow + ".";
+    }
     if (res.status == 413) message = "The request body is too large.";
     send_error(res, ApiError(res.status, message, "", res.status == 413 ? "request_too_large" : ""));
   });

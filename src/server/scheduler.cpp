@@ -169,7 +169,9 @@ void Scheduler::admit(std::vector<Active>& active) {
     free_slots_.pop_back();
     const RequestOptions& o = a.request->options();
     a.history = o.prompt;
-    a.history.reserve(o.prompt.size() + size_t(std::max<int64_t>(o.max_tokens, 0)));
+    // max_tokens may exceed the context (generation also ends when the context is full), so the
+    // context bounds the reservation: a huge max_tokens must not throw on the engine thread.
+    a.history.reserve(o.prompt.size() + size_t(std::clamp<int64_t>(o.max_tokens, 0, backend_.context_limit())));
     if (tokenizer_ != nullptr) {
       a.detokenizer = std::make_unique<StreamingDetokenizer>(*tokenizer_, /*skip_special=*/true);
       a.stops = std::make_unique<StopStringFilter>(o.stop_strings);

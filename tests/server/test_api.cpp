@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <limits>
 
 #include "server/api.h"
 #include "test_util.h"
@@ -92,6 +93,12 @@ TEST_F(Api, TypesRangesAndUnknownFields) {
   EXPECT_EQ(error_of(with("max_tokens", 1e30)), std::make_pair(400, std::string("max_tokens")));
   EXPECT_EQ(error_of(with("max_tokens", json(uint64_t(1) << 63))), std::make_pair(400, std::string("max_tokens")));
   EXPECT_EQ(error_of(with("max_tokens", 64)), std::make_pair(400, std::string("max_tokens")));  // prompt + 64 > 64
+  // prompt + max_tokens must not overflow into an accepted request (it crashed the engine thread).
+  EXPECT_EQ(error_of(with("max_tokens", std::numeric_limits<int64_t>::max())), std::make_pair(400, std::string("max_tokens")));
+  EXPECT_EQ(error_of(with("max_tokens", std::numeric_limits<int64_t>::max() - 1)), std::make_pair(400, std::string("max_tokens")));
+  json chat = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+               {"max_completion_tokens", std::numeric_limits<int64_t>::max()}};
+  EXPECT_EQ(error_of(chat, Endpoint::Chat), std::make_pair(400, std::string("max_tokens")));
   EXPECT_EQ(error_of(with("n", 2)), std::make_pair(400, std::string("n")));
   EXPECT_EQ(error_of(with("stream", 1)), std::make_pair(400, std::string("stream")));
   EXPECT_EQ(error_of(with("stream_options", {{"include_usage", true}})), std::make_pair(400, std::string("stream_options")));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -127,6 +128,17 @@ TEST(Scheduler, ContextLimitEndsWithLength) {
   FakeBackend backend(1, 10);  // 6 prompt tokens leave room for 4 generated: prompt + completion <= 10
   Scheduler s(backend, nullptr, {});
   auto r = submit(s, greedy({1, 2, 3, 4, 5, 6}, 100));
+  const RequestOutput out = r->wait();
+  EXPECT_EQ(out.finish_reason, "length");
+  EXPECT_EQ(r->tokens(), (std::vector<int32_t>{7, 8, 9, 10}));
+  EXPECT_EQ(s.stats().active_slots, 0);
+}
+
+TEST(Scheduler, HugeMaxTokensEndsAtTheContext) {
+  // max_tokens far past the context (INT64_MAX) once made the engine thread throw sizing its buffers.
+  FakeBackend backend(1, 10);
+  Scheduler s(backend, nullptr, {});
+  auto r = submit(s, greedy({1, 2, 3, 4, 5, 6}, std::numeric_limits<int64_t>::max()));
   const RequestOutput out = r->wait();
   EXPECT_EQ(out.finish_reason, "length");
   EXPECT_EQ(r->tokens(), (std::vector<int32_t>{7, 8, 9, 10}));

@@ -48,11 +48,11 @@ def tiny_model(jetlm, shared, out):
 class Server:
     """A `jetlm serve` process on a free loopback port."""
 
-    def __init__(self, jetlm, model, *extra):
+    def __init__(self, jetlm, model, *extra, cwd=None):
         self.log = tempfile.NamedTemporaryFile(prefix="jetlm_serve_", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([jetlm, "serve", "--model", model, "--port", "0", "--threads", "1",
+        self.proc = subprocess.Popen([os.path.abspath(jetlm), "serve", "--model", model, "--port", "0", "--threads", "1",
                                       "--ctx", str(CTX), *extra],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
         self.log.close()  # the child holds its own descriptor
         line = self.proc.stdout.readline()
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
@@ -168,6 +168,17 @@ class T1_Basics(unittest.TestCase):
         self.assertEqual((status, body["status"]), (200, "ok"))
         models = CLIENT.models.list()
         self.assertEqual([m.id for m in models.data], ["tiny"])
+
+    def test_model_id_is_the_directory_name_for_relative_paths(self):
+        # `--model .` from inside the model directory once served the model id ".".
+        for given in [".", "./", "../tiny/."]:
+            with self.subTest(given):
+                srv = Server(ARGS.jetlm, given, cwd=MODEL)
+                try:
+                    status, body = request(srv.port, "GET", "/v1/models")
+                    self.assertEqual((status, [m["id"] for m in body["data"]]), (200, ["tiny"]))
+                finally:
+                    srv.stop(signal.SIGKILL)
 
     def test_completion_matches_generate_with_usage_and_length(self):
         prompt = "The quick brown fox"
@@ -304,6 +315,7 @@ class T3_BadInput(unittest.TestCase):
             ("zero max_tokens", dict(body={**ok, "max_tokens": 0}), 400, "max_tokens"),
             ("huge max_tokens", dict(body={**ok, "max_tokens": 10**9}), 400, "max_tokens"),
             ("overflowing max_tokens", dict(body={**ok, "max_tokens": 2**64}), 400, "max_tokens"),
+            ("INT64_MAX max_tokens", dict(body={**ok, "max_tokens": 2**63 - 1}), 400, "max_tokens"),
             ("temperature out of range", dict(body={**ok, "temperature": 5}), 400, "temperature"),
             ("n > 1", dict(body={**ok, "n": 2}), 400, "n"),
             ("too many stops", dict(body={**ok, "stop": ["a", "b", "c", "d", "e"]}), 400, "stop"),
@@ -334,6 +346,17 @@ class T3_BadInput(unittest.TestCase):
                 self.assertIn("type", err)
                 if param is not None:
                     self.assertEqual(err["param"], param, f"{name}: {err}")
+        # A known route with the wrong method: 405 naming the allowed ones, not 404.
+        for method, path, allow in [("GET", "/v1/completions", "POST"), ("GET", "/v1/chat/completions", "POST"),
+                                    ("DELETE", "/v1/models", "GET, HEAD"), ("POST", "/health", "GET, HEAD")]:
+            with self.subTest(f"{method} {path}"):
+                conn = http.client.HTTPConnection("127.0.0.1", p, timeout=60)
+                conn.request(method, path, headers={"Authorization": f"Bearer {API_KEY}"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read().decode())
+                conn.close()
+                self.assertEqual((resp.status, resp.getheader("Allow")), (405, allow))
+                self.assertTrue(body["error"]["message"])
         # A body past the 8 MiB limit: 413, before anything is parsed.
         got, body = request(p, "POST", "/v1/completions", raw='{"prompt": "' + "a" * (9 << 20) + '"}')
         self.assertEqual(got, 413)

@@ -384,6 +384,36 @@ TEST_F(BadInput, BenchJsonSamplesBandwidthAroundEachRun) {
   EXPECT_EQ(runs, 2) << r.out;
 }
 
+// quantize --out onto a sharded checkpoint: refused without --force; with it the stale index must
+// not survive (it did, and the loader followed it to shards that are not the new weights).
+TEST_F(BadInput, QuantizeForceReplacesAShardedCheckpoint) {
+  const std::string out = dir_ + "/q8";
+  fs::create_directories(out);
+  test::write_text(out + "/model.safetensors.index.json",
+                   R"({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}})");
+  test::CliResult r = test::run_cli("quantize --model " + dir_ + " --out " + out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "model.safetensors.index.json already exists");
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors.index.json"));
+  r = test::run_cli("quantize --model " + dir_ + " --out " + out + " --force");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors.index.json"));
+  EXPECT_NO_THROW(Model::load(out));
+}
+
+// `bench --dtype` only sets the dtype of random weights and `--weights` only applies to --model:
+// each was once ignored without a word, and the table showed weights the user did not ask for.
+TEST_F(BadInput, BenchRefusesAFlagForTheOtherWeightSource) {
+  test::CliResult r = test::run_cli("bench --model " + dir_ + " --dtype q8 -p 3 -n 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "jetlm: error: [--dtype]");
+  r = test::run_cli("bench --config jet-nemotron-2b --random-weights --weights q8 -p 3 -n 2 --threads 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "jetlm: error: [--weights]");
+  r = test::run_cli("bench --model " + dir_ + " --weights q8 -p 3 -n 2 --threads 1 --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
   const std::string out = dir_ + "/logits.bin";
