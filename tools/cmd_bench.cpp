@@ -334,11 +334,11 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
                   "cache contents, no prefill)");
   cmd->add_option("-n,--gen", args->gen, "generated tokens per run (default 32; --paper: 128)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->each([args](const std::string&) { args->gen_given = true; });
   cmd->add_option("--batch", args->batch, "sequences decoded together (default 1; each prefilled on its own, then "
                   "one decode step for all)")->check(CLI::Range(1, 4096));
-  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_flag("--json", args->json, "one JSON object per configuration");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (needs a build with JETLM_CUDA=ON)");
   cmd->add_option("--chunk", args->chunk, "cuda: prefill chunk in tokens (default 2048)")->check(CLI::Range(1, 65535));

@@ -61,11 +61,11 @@ void register_forward(CLI::App& app) {
   cmd->add_option("--ids", args->ids_text, "comma-separated token ids, e.g. 5,17,42")->required();
   cmd->add_option("--logits-out", args->logits_out, "output: raw little-endian float32 [n_ids, vocab]")->required();
   cmd->add_option("--chunk", args->chunk, "prefill in chunks of N tokens (default: one chunk)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--decode-from", args->decode_from,
                   "prefill the first K ids, then decode the rest one at a time")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+      ->check(kNonNegative);
+  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--weights", args->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->callback([args] { run_forward(*args); });
 }

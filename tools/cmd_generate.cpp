@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <random>
 
@@ -133,6 +134,7 @@ void add_unique(std::vector<int32_t>& ids, std::optional<int32_t> id) {
 struct GenerateArgs {
   std::string model_dir, prompt, prompt_ids, system, overflow = "error", weights = "as-stored";
   bool chat = false, output_ids = false, no_special = false, ignore_eos = false, hugepages = false;
+  bool prompt_given = false;  // -p "" is given but empty: "prompt is empty", not "give one of"
   int64_t max_new = 256, chunk = 512;
   int threads = 0;
   std::vector<std::string> stops;
@@ -172,6 +174,7 @@ GenerationEngine make_engine(const Model& model, const std::string& device, int6
 std::string read_prompt(const std::string& text) {
   if (!text.empty() && text[0] == '@') {
     const std::string path = text.substr(1);
+    if (std::filesystem::is_directory(path)) throw_error("-p " + text, "'" + path + "' is a directory, not a prompt file");
     if (!file_exists(path)) throw_error("-p " + text, "prompt file '" + path + "' does not exist");
     return read_text_file(path);  // the file's bytes exactly
   }
@@ -179,8 +182,10 @@ std::string read_prompt(const std::string& text) {
 }
 
 void run_generate(GenerateArgs& args) {
+  if (args.prompt_given && args.prompt.empty()) throw_error("-p", "the prompt is empty");
   if (args.prompt.empty() == args.prompt_ids.empty())
     throw_error("generate", "give exactly one of -p/--prompt and --prompt-ids");
+  const std::string prompt_text = read_prompt(args.prompt);  // before the model: a bad @FILE fails fast
   if (args.threads > 0) cpu::set_num_threads(args.threads);
   const SamplingParams sampling = args.sampling.resolve(args.model_dir);
   std::unique_ptr<Tokenizer> tokenizer;
@@ -201,7 +206,7 @@ void run_generate(GenerateArgs& args) {
     if (args.chat) throw_error("--chat", "needs a text prompt (-p), not --prompt-ids");
     ids = parse_id_list(args.prompt_ids, "--prompt-ids");
   } else {
-    std::string text = read_prompt(args.prompt);
+    std::string text = prompt_text;
     if (args.chat) {
       const ChatTemplate chat = ChatTemplate::load(args.model_dir);
       json messages = json::array();
@@ -453,9 +458,10 @@ void register_generate(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
   cmd->add_option("--model", gen->model_dir, "model directory (default: $JETLM_MODEL, else the embedded "
                   "models/jet-postnas-tiny)");
-  cmd->add_option("-p,--prompt", gen->prompt, "prompt text, or @FILE to read it from a file");
+  cmd->add_option("-p,--prompt", gen->prompt, "prompt text, or @FILE to read it from a file")
+      ->each([gen](const std::string&) { gen->prompt_given = true; });
   cmd->add_option("--prompt-ids", gen->prompt_ids, "prompt as comma-separated token ids (no tokenizer needed)");
-  cmd->add_option("-n,--max-new", gen->max_new, "most tokens to generate (default 256)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n,--max-new", gen->max_new, "most tokens to generate (default 256)")->check(kNonNegative);
   cmd->add_option("--stop", gen->stops, "stop before this text (repeatable)");
   cmd->add_flag("--chat", gen->chat, "wrap the prompt as a user message in the model's chat template");
   cmd->add_option("--system", gen->system, "system message for --chat (default: the template's)");
@@ -464,8 +470,8 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--no-special", gen->no_special, "do not match special tokens in the prompt text");
   cmd->add_option("--context-overflow", gen->overflow, "a prompt longer than the context: error (default) or "
                   "truncate (keep its last tokens)")->check(CLI::IsMember({"error", "truncate"}));
-  cmd->add_option("--chunk", gen->chunk, "prefill chunk in tokens (default 512)")->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk", gen->chunk, "prefill chunk in tokens (default 512)")->check(kPositive);
+  cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
   cmd->add_flag("--hugepages", gen->hugepages, kHugepagesHelp);
@@ -480,9 +486,9 @@ void register_generate(CLI::App& app) {
   chat_cmd->add_option("--model", chat->model_dir, "model directory (default: $JETLM_MODEL, else the embedded "
                        "models/jet-postnas-tiny)");
   chat_cmd->add_option("--system", chat->system, "system message (default: the template's)");
-  chat_cmd->add_option("-n,--max-new", chat->max_new, "most tokens per reply (default 1024)")->check(CLI::PositiveNumber);
-  chat_cmd->add_option("--chunk", chat->chunk, "prefill chunk in tokens (default 512)")->check(CLI::PositiveNumber);
-  chat_cmd->add_option("--threads", chat->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  chat_cmd->add_option("-n,--max-new", chat->max_new, "most tokens per reply (default 1024)")->check(kPositive);
+  chat_cmd->add_option("--chunk", chat->chunk, "prefill chunk in tokens (default 512)")->check(kPositive);
+  chat_cmd->add_option("--threads", chat->threads, "CPU threads (default: all cores)")->check(kPositive);
   chat_cmd->add_option("--weights", chat->weights, "as-stored (default) or q8 (quantize at load time)");
   chat_cmd->add_flag("--hugepages", chat->hugepages, kHugepagesHelp);
   chat->sampling.add_to(chat_cmd);

@@ -53,7 +53,7 @@ void register_info(CLI::App& app) {
                   "model directory, config.json path, or preset (jet-nemotron-2b, jet-nemotron-4b, "
                   "qwen3-1.7b, qwen2.5-1.5b)")->required();
   cmd->add_flag("--tensors", args->tensors, "list every expected tensor with its shape");
-  cmd->add_option("--context", args->context, "context length for the cache size line")->check(CLI::PositiveNumber);
+  cmd->add_option("--context", args->context, "context length for the cache size line")->check(kPositive);
   cmd->callback([args] { run_info(*args); });
 }
 

@@ -112,7 +112,7 @@ void register_perplexity(CLI::App& app) {
   cmd->add_option("--ctx", a->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--max-tokens", a->max_tokens, "score at most this many tokens (0 = all)")->capture_default_str();
   cmd->add_option("--weights", a->weights, "as-stored (default) or q8 (quantize at load time)");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->callback([a] { run_perplexity(*a); });
 }

@@ -134,15 +134,15 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--port", args->port, "port (default 8080; 0 = any free port, printed)")->check(CLI::Range(0, 65535));
   cmd->add_option("--max-batch", args->max_batch, "slots: requests decoded together (default 8)")->check(CLI::Range(1, 4096));
   cmd->add_option("--ctx", args->ctx, "tokens per request, prompt + completion (default: the model's context)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--api-key", args->api_key, "require 'Authorization: Bearer KEY' on /v1/*");
   cmd->add_option("--model-name", args->model_name, "the model id clients use (default: the directory's name)");
   cmd->add_option("--weights", args->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
   cmd->add_flag("--hugepages", args->hugepages, kHugepagesHelp);
-  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--prefill-chunk", args->prefill_chunk, "prompt tokens per prefill step (default 256)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--max-queue", args->max_queue, "requests waiting for a slot before 429 (default 64)")
       ->check(CLI::Range(0, 100000));
   cmd->add_option("--shutdown-grace", args->shutdown_grace, "seconds in-flight requests may finish after SIGTERM (default 5)")

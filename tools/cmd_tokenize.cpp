@@ -116,7 +116,7 @@ void register_tokenize(CLI::App& app) {
   cmd->add_flag("--bench", tok->bench,
                 "time encoding on one thread instead of printing ids (JSON line on stdout, summary on stderr)");
   cmd->add_option("--repeat", tok->repeat, "runs for --bench (the first one starts with a cold word cache)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->callback([tok, text, file] {
     if (text->count() == 0 && file->count() == 0) throw_error("tokenize", "give the text with --text STR or --file F");
     run_tokenize(*tok);

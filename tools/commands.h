@@ -4,9 +4,27 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace jetlm::cli {
+
+// Range checks whose message says what was expected (CLI11's own name a range up to DBL_MAX).
+inline const CLI::Validator kPositive(
+    [](std::string& text) {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      return end != text.c_str() && *end == '\0' && v > 0 ? std::string() : "expected a positive number, got '" + text + "'";
+    },
+    "POSITIVE");
+inline const CLI::Validator kNonNegative(
+    [](std::string& text) {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      return end != text.c_str() && *end == '\0' && v >= 0 ? std::string() : "expected a number >= 0, got '" + text + "'";
+    },
+    "NON-NEGATIVE");
 
 void register_forward(CLI::App& app);
 void register_info(CLI::App& app);

@@ -414,6 +414,27 @@ TEST_F(BadInput, BenchRefusesAFlagForTheOtherWeightSource) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+// An empty -p and a directory given as @FILE each get the error that says what is wrong with them.
+TEST_F(BadInput, GenerateNamesAnEmptyPromptAndADirectoryPromptFile) {
+  test::CliResult r = test::run_cli("generate --model " + dir_ + " -p \"\" -n 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "[-p] the prompt is empty");
+  r = test::run_cli("generate --model " + dir_ + " -p @" + dir_ + " -n 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_HAS(r.err, "is a directory, not a prompt file");
+}
+
+// Range checks on numeric flags say what was expected (CLI11's own message named a range from 0
+// to DBL_MAX, which reads as if 0 were allowed).
+TEST_F(BadInput, NumericFlagRangesSayWhatIsExpected) {
+  test::CliResult r = test::run_cli("generate --model " + dir_ + " --prompt-ids 1 --chunk 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.err, "--chunk: expected a positive number, got '0'");
+  r = test::run_cli("generate --model " + dir_ + " --prompt-ids 1 -n -2");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_HAS(r.err, "--max-new: expected a number >= 0, got '-2'");
+}
+
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
   const std::string out = dir_ + "/logits.bin";
