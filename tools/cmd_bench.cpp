@@ -170,6 +170,19 @@ void run_bench(const BenchArgs& args) {
                         weight_placement(args.hugepages, args.device));
   const ModelConfig& c = model->config();
   const std::string name = args.model_dir.empty() ? args.config : args.model_dir;
+  // Lengths against the context before anything is measured (the CUDA bench checks its own).
+  if (args.device != "cuda") {
+    for (int64_t prompt_len : prompt_lens)
+      if (prompt_len + args.gen > c.max_position)
+        throw_error("--prompt-len", std::to_string(prompt_len) + " + " + std::to_string(args.gen) +
+                                        " generated tokens exceed the context of " + std::to_string(c.max_position));
+    if (!args.depths.empty())
+      for (int32_t depth : parse_id_list(args.depths, "--depth"))
+        if (depth < 0 || depth + args.gen > c.max_position)
+          throw_error("--depth", std::to_string(depth) + " + " + std::to_string(args.gen) +
+                                     " generated tokens exceed the context of " + std::to_string(c.max_position) +
+                                     " (depths must be >= 0)");
+  }
   if (args.device == "cuda") {
     CudaBenchArgs cargs;
     cargs.name = name;
@@ -205,9 +218,6 @@ void run_bench(const BenchArgs& args) {
   std::mt19937 rng(42);
   const int64_t B = args.batch;
   for (int64_t prompt_len : prompt_lens) {
-    if (prompt_len + args.gen > c.max_position)
-      throw_error("--prompt-len", std::to_string(prompt_len) + " + " + std::to_string(args.gen) +
-                                      " generated tokens exceed the context of " + std::to_string(c.max_position));
     // B sequences of random ids, each prefilled into its own cache, then decoded together: one
     // decode step reads every weight once for the whole batch (Model::decode_batch).
     std::vector<std::vector<int32_t>> ids(static_cast<size_t>(B));
@@ -284,9 +294,6 @@ void run_bench(const BenchArgs& args) {
   if (!args.json)
     std::printf("\n%-18s %8s %6s %12s %10s %8s\n", "model", "depth", "gen", "decode t/s", "cache MB", "dec roof");
   for (int32_t depth : parse_id_list(args.depths, "--depth")) {
-    if (depth < 0 || depth + args.gen > c.max_position)
-      throw_error("--depth", std::to_string(depth) + " + " + std::to_string(args.gen) + " generated tokens exceed the "
-                             "context of " + std::to_string(c.max_position));
     HybridCache cache = model->new_cache();
     cache.fill_synthetic(depth, 7);
     std::vector<float> logits(size_t(c.vocab));

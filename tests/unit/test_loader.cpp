@@ -435,6 +435,16 @@ TEST_F(BadInput, NumericFlagRangesSayWhatIsExpected) {
   EXPECT_HAS(r.err, "--max-new: expected a number >= 0, got '-2'");
 }
 
+// Lengths beyond the context fail before the machine is measured and before any table is printed.
+TEST_F(BadInput, BenchChecksLengthsBeforeMeasuring) {
+  for (const std::string flags : {"-p 3,100000000 -n 2", "-p 3 -n 2 --depth 5,100000000"}) {
+    const test::CliResult r = test::run_cli("bench --model " + dir_ + " --threads 1 " + flags);
+    EXPECT_EQ(r.exit_code, 1) << flags;
+    EXPECT_HAS(r.err, "exceed the context");
+    EXPECT_EQ(r.out.find("machine:"), std::string::npos) << r.out;
+  }
+}
+
 // The CLI turns each of these into one error line and exit status 1.
 TEST_F(BadInput, CliReportsOneLineAndFails) {
   const std::string out = dir_ + "/logits.bin";
