@@ -337,17 +337,17 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     return;
   }
   if (T == 1 && (W.dtype == DType::BF16 || W.dtype == DType::F32)) {
-    // Decode: one pass over the weights, read as stored. AVX2 (below AVX-512) takes the
-    // hand-written bf16 dot product (the same bits, faster streaming).
-    const bool bf16_avx2 = W.dtype == DType::BF16 && has_avx2_fma() && !has_avx512();
+    // Decode: one pass over the weights, read as stored. bf16 takes the hand-written AVX2 dot
+    // product, also on AVX-512 machines: it gives the bits of the compiler's loop at either width
+    // (the same 32 lanes and reduction), and that loop's AVX-512 build chains each of its two
+    // accumulators once per 64 bytes and reduces the 32 lanes through the stack after every row.
+    const bool bf16_avx2 = W.dtype == DType::BF16 && has_avx2_fma();
     // Chunks of ~64 KB of weights for the stealing schedule.
     const int64_t chunk_rows = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, Kdim * dtype_size(W.dtype)));
     // The AVX2 bf16 kernels take x in their unpack order (gemm_kernels.h), permuted once here.
     thread_local std::vector<float> x_unpack_order;
-    // Long rows take the eight-row kernel on AVX-512 machines too: the reason (x outgrows L1 and
-    // one row at a time streams it from L2 again for every row) does not depend on vector width.
-    const bool long_rows = W.dtype == DType::BF16 && has_avx2_fma() && Kdim > kLongRowCols;
-    if (bf16_avx2 || long_rows) {
+    const bool long_rows = bf16_avx2 && Kdim > kLongRowCols;
+    if (bf16_avx2) {
       x_unpack_order.resize(static_cast<size_t>(Kdim));
       kernels::unpack_order_bf16(x, Kdim, long_rows ? Kdim - Kdim % 16 : Kdim - Kdim % 32, x_unpack_order.data());
     }
