@@ -384,6 +384,89 @@ TEST(CudaEngineOps, GdnStepWithGatedNormEqualsTheTwoOps) {
   EXPECT_FALSE(cuda::gdn_step_norm_fits(96, 1024));  // 3 x 32 warps: too many for one block
 }
 
+// The JetBlock's decode step from the stacked projection's row (one cluster of blocks per head)
+// equals the ops it replaces bit for bit: jet_decode_prep, gdn_step_dconv, gated_rmsnorm. Its
+// input has silu applied to q and k (the projection GEMV's epilogue; here the silu op).
+TEST(CudaEngineOps, JetDecodeStepEqualsPrepStepAndNorm) {
+  SKIP_WITHOUT_GPU();
+  struct Shape { int64_t H, dk, dv; };
+  for (const Shape sh : {Shape{12, 96, 256}, Shape{4, 128, 256}, Shape{3, 40, 72}, Shape{2, 300, 32}}) {
+    if (!cuda::jet_decode_step_fits(sh.dk, sh.dv)) GTEST_SKIP() << "needs an sm_90 device (thread block clusters)";
+    std::mt19937 rng{uint32_t(sh.dk * 11 + sh.dv)};
+    const int64_t B = 3, slots = 5, K = 4, gh = 40, H = sh.H, dk = sh.dk, dv = sh.dv, C = H * dv;
+    const int64_t kd = H * dk, N = 2 * kd + 2 * C + 2 * H + gh;
+    const std::vector<int32_t> slot_of = {4, 0, 2};
+    std::vector<float> fused = random_vector(rng, size_t(B * N), -3.0f, 3.0f);
+    fused[size_t(2 * kd + 2 * C + H)] = 30.0f;  // a_raw + dt_bias > 20: softplus's linear branch
+    std::vector<float> A_log = random_vector(rng, size_t(H), -1, 1), dt_bias = random_vector(rng, size_t(H), -1, 1);
+    std::vector<float> S = random_vector(rng, size_t(slots * H * dk * dv), -0.1f, 0.1f);
+    std::vector<float> ker = random_vector(rng, size_t(B * C * K)), conv = random_vector(rng, size_t(slots * (K - 1) * C));
+    std::vector<float> w = random_vector(rng, size_t(dv), 0.5f, 1.5f);
+    auto d_slots = dev(slot_of);
+    auto d_fused = dev(fused), d_act = dev(fused), d_A = dev(A_log), d_dt = dev(dt_bias);
+    auto d_ker = dev(ker), d_w = dev(w);
+    auto S_a = dev(S), S_b = dev(S), conv_a = dev(conv), conv_b = dev(conv);
+    const float q_scale = 1.0f / std::sqrt(float(dk));
+    // Separate ops.
+    cuda::Buffer<float> q(size_t(B * kd)), k(q.size()), u(size_t(B * C)), gate(u.size()), hidden(size_t(B * gh)),
+        beta(size_t(B * H)), g(beta.size()), o_a(size_t(B * C)), o_b(size_t(B * C));
+    cuda::jet_decode_prep(d_fused.data(), B, H, dk, dv, gh, q_scale, d_A.data(), d_dt.data(), q.data(), k.data(),
+                          u.data(), gate.data(), hidden.data(), beta.data(), g.data());
+    cuda::gdn_step_dconv(q.data(), k.data(), u.data(), d_ker.data(), K, conv_a.data(), g.data(), beta.data(), B, H, dk,
+                         dv, S_a.data(), d_slots.data(), o_a.data());
+    cuda::gated_rmsnorm(o_a.data(), gate.data(), B, H, dv, d_w.data(), 1e-5f);
+    // One launch on the row with silu already on q and k.
+    for (int64_t b = 0; b < B; ++b) cuda::silu(d_act.data() + b * N, 2 * kd);
+    cuda::jet_decode_step(d_act.data(), B, H, dk, dv, N, q_scale, d_A.data(), d_dt.data(), d_ker.data(), K,
+                          conv_b.data(), S_b.data(), d_slots.data(), d_w.data(), 1e-5f, o_b.data());
+    const std::vector<float> oa = host(o_a);
+    EXPECT_EQ(oa, host(o_b)) << "H " << H << " dk " << dk << " dv " << dv;
+    EXPECT_EQ(host(S_a), host(S_b)) << "dk " << dk << " dv " << dv;
+    EXPECT_EQ(host(conv_a), host(conv_b)) << "dk " << dk << " dv " << dv;
+    EXPECT_GT(*std::max_element(oa.begin(), oa.end()), 0.1f);  // not all zeros
+  }
+  EXPECT_FALSE(cuda::jet_decode_step_fits(96, 288));  // 9 column blocks: past the portable cluster size
+}
+
+// The attention layer's decode inputs in one launch equal split_columns, rope_at on q and k and
+// kv_append, bit for bit, in paged and ring caches of both element types.
+TEST(CudaEngineOps, QkvRopeAppendEqualsTheSeparateOps) {
+  SKIP_WITHOUT_GPU();
+  for (const int64_t hd : {int64_t(128), int64_t(64), int64_t(6)})
+    for (DType dtype : {DType::BF16, DType::F32})
+      for (bool ring : {false, true}) {
+        std::mt19937 rng{uint32_t(hd + (ring ? 1 : 0))};
+        const int64_t B = 3, Hq = 6, Hkv = 2, row = Hkv * hd, N = (Hq + 2 * Hkv) * hd, page = 4, pps = 8, slots = 4;
+        const int64_t ring_len = 16, rows = ring ? slots * ring_len : slots * pps * page;
+        std::vector<int32_t> table(size_t(slots * pps));
+        std::iota(table.begin(), table.end(), 0);
+        std::shuffle(table.begin(), table.end(), rng);
+        const std::vector<int32_t> slot_of = {3, 0, 1}, pos = {0, 31, 17};
+        std::vector<float> fused = random_vector(rng, size_t(B * N), -2.0f, 2.0f);
+        auto d_table = dev(table), d_slots = dev(slot_of), d_pos = dev(pos);
+        auto d_fused = dev(fused);
+        const std::vector<float> zeros(size_t(rows * row), 0.0f);
+        auto ka = kv_pool(zeros, dtype), va = kv_pool(zeros, dtype), kb = kv_pool(zeros, dtype), vb = kv_pool(zeros, dtype);
+        const auto layout = [&](cuda::Buffer<uint8_t>& k, cuda::Buffer<uint8_t>& v) {
+          return ring ? cuda::KvLayout{k.data(), v.data(), row, nullptr, 0, 0, ring_len, dtype}
+                      : cuda::KvLayout{k.data(), v.data(), row, d_table.data(), page, pps, 0, dtype};
+        };
+        cuda::Buffer<float> q(size_t(B * Hq * hd)), k(size_t(B * row)), v(k.size()), q_b(q.size());
+        cuda::split_columns(d_fused.data(), B, N, {{q.data(), Hq * hd}, {k.data(), row}, {v.data(), row}});
+        cuda::rope_at(q.data(), B, Hq, hd, d_pos.data(), 1e6);
+        cuda::rope_at(k.data(), B, Hkv, hd, d_pos.data(), 1e6);
+        cuda::kv_append(layout(ka, va), k.data(), v.data(), B, d_slots.data(), 0, d_pos.data(), 0);
+        cuda::qkv_rope_append(d_fused.data(), B, Hq, Hkv, hd, d_pos.data(), 1e6, layout(kb, vb), d_slots.data(),
+                              q_b.data());
+        const std::string what = "hd " + std::to_string(hd) + " " + dtype_name(dtype) + (ring ? " ring" : " paged");
+        EXPECT_EQ(host(q), host(q_b)) << what;
+        EXPECT_EQ(host(ka), host(kb)) << what;
+        EXPECT_EQ(host(va), host(vb)) << what;
+        const std::vector<uint8_t> written = host(kb);  // something was written
+        EXPECT_LT(size_t(std::count(written.begin(), written.end(), uint8_t(0))), written.size()) << what;
+      }
+}
+
 TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);

@@ -22,11 +22,15 @@ void* workspace(int slot, size_t bytes);
 // Bumped whenever a workspace moves: CUDA graphs captured before then point at freed memory.
 uint64_t workspace_generation();
 int sm_count();
+int compute_major();  // 9 on Hopper
 size_t max_shared_per_block();  // opt-in limit (227 KB on Hopper)
 // Raises `kernel`'s dynamic shared-memory limit to at least `bytes` (never lowers it). One record
 // per kernel for the whole process: two call sites that launch the same kernel with different
 // sizes must not each keep their own idea of the attribute (one would lower it under the other).
 void allow_dynamic_smem(const void* kernel, size_t bytes);
+
+// Programmatic dependent launch for the decode-step kernels: sm_90+, unless JETLM_PDL=0 (A/B runs).
+bool use_pdl();
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
@@ -55,6 +59,15 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 __device__ __forceinline__ void allow_dependent_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// The other side of PDL: a kernel launched with the attribute may start while the kernel before
+// it drains. It may load what that kernel does not write (weights, a layer's own state), then
+// waits here for the producer's completion before it reads any of its results. Without the
+// attribute (or before sm_90) the wait returns at once.
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 #endif

@@ -98,6 +98,8 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   fuse_decode_ = options_.fuse_decode;
   if (const char* env = std::getenv("JETLM_DECODE_FUSION"); env && std::string(env) == "0") fuse_decode_ = false;
   if (const char* env = std::getenv("JETLM_GDN_NORM"); env && std::string(env) == "0") fuse_gdn_norm_ = false;
+  if (const char* env = std::getenv("JETLM_JET_STEP"); env && std::string(env) == "0") fuse_jet_step_ = false;
+  if (const char* env = std::getenv("JETLM_QKV_ROPE"); env && std::string(env) == "0") fuse_qkv_rope_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -624,64 +626,86 @@ void CudaModel::decode_layers(int64_t B) {
     };
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk;
-      if (d.in_proj.data) {
-        // One GEMV over the stacked projections, then one kernel for the activations, norms and gates.
-        in_matmul(d.in_proj, nullptr, s.fused.data());
-        jet_decode_prep(s.fused.data(), B, H, dk, dv, j.generator_hidden, 1.0f / std::sqrt(float(dk)), d.A_log,
-                        d.dt_bias, s.q.data(), s.k.data(), s.u.data(), s.gate.data(), s.hidden.data(), s.beta.data(),
-                        s.g.data());
-      } else {
-        in_matmul(d.jq, nullptr, s.q.data());
-        in_matmul(d.jk, nullptr, s.k.data());
-        in_matmul(d.jv, nullptr, s.u.data());
-        in_matmul(d.w1, nullptr, s.hidden.data());
-        in_matmul(d.jb, nullptr, s.b_raw.data());
-        in_matmul(d.ja, nullptr, s.a_raw.data());
-        in_matmul(d.jg, nullptr, s.gate.data());
-        silu(s.q.data(), B * key_dim);
-        silu(s.k.data(), B * key_dim);
-        silu(s.hidden.data(), B * j.generator_hidden);
-        jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
-        l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
-        l2norm_rows(s.k.data(), B * H, dk, 1.0f);
-      }
-      matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
-      // Batch 1: the gated output norm in the delta-rule step where the head fits one block,
-      // else in the output projection's blocks.
-      const bool norm_in_step = fuse && fuse_gdn_norm_ && gdn_step_norm_fits(dk, dv);
-      if (norm_in_step)
-        gdn_step_dconv_norm(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(),
-                            s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.gate.data(), d.o_norm,
-                            j.norm_eps, s.o.data());
-      else
-        gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
-                       s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
-      if (norm_in_step) {
+      const float q_scale = 1.0f / std::sqrt(float(dk));
+      if (fuse && fuse_jet_step_ && d.in_proj.data && jet_decode_step_fits(dk, dv)) {
+        // Batch 1, four launches: the stacked projection (silu on q, k and the generator's hidden
+        // in its epilogue), the conv generator reading the hidden in place, the whole delta-rule
+        // step with its gated norm, the output projection adding into x.
+        const int64_t hidden_at = 2 * key_dim + 2 * H * dv + 2 * H;
+        matmul_decode(s.x.data(), d.in_proj, nullptr, s.fused.data(), &input_norm, false,
+                      GemvSiluRows{2 * key_dim, hidden_at});
+        matmul(s.fused.data() + hidden_at, B, d.w2, d.w2_bias, s.kernels.data());
+        jet_decode_step(s.fused.data(), B, H, dk, dv, d.in_proj.rows, q_scale, d.A_log, d.dt_bias, s.kernels.data(),
+                        j.conv_size, d.conv.data(), d.state.data(), slots, d.o_norm, j.norm_eps, s.o.data());
         matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), nullptr, true);
-      } else if (fuse) {
-        const GemvInputNorm o_norm{d.o_norm, j.norm_eps, dv, s.gate.data()};
-        matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), &o_norm, true);
       } else {
-        gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
-        matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
+        if (d.in_proj.data) {
+          // One GEMV over the stacked projections, then one kernel for the activations, norms and gates.
+          in_matmul(d.in_proj, nullptr, s.fused.data());
+          jet_decode_prep(s.fused.data(), B, H, dk, dv, j.generator_hidden, q_scale, d.A_log,
+                          d.dt_bias, s.q.data(), s.k.data(), s.u.data(), s.gate.data(), s.hidden.data(), s.beta.data(),
+                          s.g.data());
+        } else {
+          in_matmul(d.jq, nullptr, s.q.data());
+          in_matmul(d.jk, nullptr, s.k.data());
+          in_matmul(d.jv, nullptr, s.u.data());
+          in_matmul(d.w1, nullptr, s.hidden.data());
+          in_matmul(d.jb, nullptr, s.b_raw.data());
+          in_matmul(d.ja, nullptr, s.a_raw.data());
+          in_matmul(d.jg, nullptr, s.gate.data());
+          silu(s.q.data(), B * key_dim);
+          silu(s.k.data(), B * key_dim);
+          silu(s.hidden.data(), B * j.generator_hidden);
+          jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, B, H, s.beta.data(), s.g.data());
+          l2norm_rows(s.q.data(), B * H, dk, 1.0f / std::sqrt(float(dk)));
+          l2norm_rows(s.k.data(), B * H, dk, 1.0f);
+        }
+        matmul(s.hidden.data(), B, d.w2, d.w2_bias, s.kernels.data());
+        // Batch 1: the gated output norm in the delta-rule step where the head fits one block,
+        // else in the output projection's blocks.
+        const bool norm_in_step = fuse && fuse_gdn_norm_ && gdn_step_norm_fits(dk, dv);
+        if (norm_in_step)
+          gdn_step_dconv_norm(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(),
+                              s.g.data(), s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.gate.data(), d.o_norm,
+                              j.norm_eps, s.o.data());
+        else
+          gdn_step_dconv(s.q.data(), s.k.data(), s.u.data(), s.kernels.data(), j.conv_size, d.conv.data(), s.g.data(),
+                         s.beta.data(), B, H, dk, dv, d.state.data(), slots, s.o.data());
+        if (norm_in_step) {
+          matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), nullptr, true);
+        } else if (fuse) {
+          const GemvInputNorm o_norm{d.o_norm, j.norm_eps, dv, s.gate.data()};
+          matmul_decode(s.o.data(), d.jo, nullptr, s.x.data(), &o_norm, true);
+        } else {
+          gated_rmsnorm(s.o.data(), s.gate.data(), B, H, dv, d.o_norm, j.norm_eps);
+          matmul(s.o.data(), B, d.jo, nullptr, s.branch.data());
+        }
       }
     } else {
-      if (d.qkv.data && (d.qkv_bias != nullptr || (!d.q_bias && !d.k_bias && !d.v_bias))) {
-        in_matmul(d.qkv, d.qkv_bias, s.fused.data());
-        split_columns(s.fused.data(), B, d.qkv.rows, {{s.q.data(), Hq * hd}, {s.k.data(), Hkv * hd}, {s.v.data(), Hkv * hd}});
-      } else {
-        in_matmul(d.q, d.q_bias, s.q.data());
-        in_matmul(d.k, d.k_bias, s.k.data());
-        in_matmul(d.v, d.v_bias, s.v.data());
-      }
-      if (c.qk_norm) {
-        rmsnorm(s.q.data(), B * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
-        rmsnorm(s.k.data(), B * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
-      }
-      rope_at(s.q.data(), B, Hq, hd, s.positions.data(), c.rope_theta);
-      rope_at(s.k.data(), B, Hkv, hd, s.positions.data(), c.rope_theta);
       const KvLayout L = layout(il);
-      kv_append(L, s.k.data(), s.v.data(), B, slots, 0, s.positions.data(), 0);
+      const bool fused_qkv = d.qkv.data && (d.qkv_bias != nullptr || (!d.q_bias && !d.k_bias && !d.v_bias));
+      if (fused_qkv && !c.qk_norm && fuse_qkv_rope_) {
+        // One kernel from the fused projection's rows: q roped, k roped and v into the cache.
+        in_matmul(d.qkv, d.qkv_bias, s.fused.data());
+        qkv_rope_append(s.fused.data(), B, Hq, Hkv, hd, s.positions.data(), c.rope_theta, L, slots, s.q.data());
+      } else {
+        if (fused_qkv) {
+          in_matmul(d.qkv, d.qkv_bias, s.fused.data());
+          split_columns(s.fused.data(), B, d.qkv.rows,
+                        {{s.q.data(), Hq * hd}, {s.k.data(), Hkv * hd}, {s.v.data(), Hkv * hd}});
+        } else {
+          in_matmul(d.q, d.q_bias, s.q.data());
+          in_matmul(d.k, d.k_bias, s.k.data());
+          in_matmul(d.v, d.v_bias, s.v.data());
+        }
+        if (c.qk_norm) {
+          rmsnorm(s.q.data(), B * Hq, hd, d.q_norm, c.rms_eps, s.q.data());
+          rmsnorm(s.k.data(), B * Hkv, hd, d.k_norm, c.rms_eps, s.k.data());
+        }
+        rope_at(s.q.data(), B, Hq, hd, s.positions.data(), c.rope_theta);
+        rope_at(s.k.data(), B, Hkv, hd, s.positions.data(), c.rope_theta);
+        kv_append(L, s.k.data(), s.v.data(), B, slots, 0, s.positions.data(), 0);
+      }
       const int64_t window = d.kind == LayerKind::Swa ? c.swa_window : 0;
       attention_decode(s.q.data(), L, slots, s.lengths.data(), B, Hq, Hkv, hd, window, options_.context_limit,
                        decode_splits(B, Hkv, options_.context_limit, decode_attention_on_tensor_cores(kv_dtype_, hd)),

@@ -102,6 +102,8 @@ class CudaModel final : public BatchBackend {
   bool tensor_cores_ = false;
   bool fuse_decode_ = true;   // options_.fuse_decode unless JETLM_DECODE_FUSION=0
   bool fuse_gdn_norm_ = true;  // unless JETLM_GDN_NORM=0
+  bool fuse_jet_step_ = true;  // unless JETLM_JET_STEP=0
+  bool fuse_qkv_rope_ = true;  // unless JETLM_QKV_ROPE=0
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;

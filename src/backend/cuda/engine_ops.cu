@@ -94,6 +94,41 @@ __global__ void kv_gather_kernel(KvLayout L, int64_t slot, int64_t pos_lo, int64
   v_out[idx] = kv_to_float(static_cast<const KT*>(L.v)[off]);
 }
 
+// The decode step's attention inputs from the rows of the fused projection, one launch instead of
+// split_columns + rope_at (q) + rope_at (k) + kv_append: fused [B, (Hq + 2 Hkv) hd] = q | k | v;
+// q roped into q_out [B, Hq, hd]; k roped and v stored at (slots[b], positions[b]). A thread per
+// (head, pair) instead of rope_at's loop over heads (batch 1 has 64 pairs); the angle math and
+// the rotation are rope_at's, so the bits are the separate ops'.
+template <typename KT>
+__global__ void qkv_rope_append_kernel(const float* __restrict__ fused, int64_t Hq, int64_t Hkv, int64_t hd,
+                                       const int32_t* __restrict__ positions, double log_theta, KvLayout L,
+                                       const int32_t* __restrict__ slots, float* __restrict__ q_out) {
+  detail::allow_dependent_launch();
+  const int64_t b = blockIdx.x, half = hd / 2;
+  const float* row = fused + b * (Hq + 2 * Hkv) * hd;
+  const int64_t pos = positions[b];
+  const int64_t off = kv_offset(L, slots[b], pos);
+  for (int64_t idx = threadIdx.x; idx < (Hq + Hkv) * half; idx += blockDim.x) {
+    const int64_t h = idx / half, i = idx % half;
+    const double inv_freq = exp(-2.0 * double(i) / double(hd) * log_theta);
+    double s, c;
+    sincos(double(pos) * inv_freq, &s, &c);
+    const float cf = float(c), sf = float(s);
+    const float a = row[h * hd + i], bv = row[h * hd + i + half];
+    const float ra = a * cf - bv * sf, rb = bv * cf + a * sf;
+    if (h < Hq) {
+      q_out[(b * Hq + h) * hd + i] = ra;
+      q_out[(b * Hq + h) * hd + i + half] = rb;
+    } else {
+      KT* kc = static_cast<KT*>(L.k) + off + (h - Hq) * hd;
+      kc[i] = kv_from_float<KT>(ra);
+      kc[i + half] = kv_from_float<KT>(rb);
+    }
+  }
+  const float* v = row + (Hq + Hkv) * hd;
+  for (int64_t c = threadIdx.x; c < Hkv * hd; c += blockDim.x) static_cast<KT*>(L.v)[off + c] = kv_from_float<KT>(v[c]);
+}
+
 // ---- decode attention ----------------------------------------------------------------------------------
 // Grid (splits, Hkv, B), 4 warps. The block reads each key of its split once for all `group` query
 // heads of its KV head (GQA), warps take keys round-robin, each with a running max/sum per head;
@@ -763,6 +798,21 @@ void rope_at(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* position
   const int64_t n = T * (hd / 2);
   if (n == 0) return;
   rope_at_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(x, T, H, hd, positions, std::log(theta));
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+void qkv_rope_append(const float* fused, int64_t B, int64_t Hq, int64_t Hkv, int64_t hd, const int32_t* positions,
+                     double theta, const KvLayout& L, const int32_t* slots, float* q_out) {
+  JETLM_ASSERT(hd >= 2 && hd % 2 == 0 && Hq >= 1 && Hkv >= 1 && L.row == Hkv * hd && B <= 2147483647,
+               "qkv_rope_append: even head dim, cache rows of Hkv * hd");
+  JETLM_ASSERT(L.dtype == DType::F32 || L.dtype == DType::BF16, "qkv_rope_append: cache must be f32 or bf16");
+  if (B == 0) return;
+  if (L.dtype == DType::BF16)
+    qkv_rope_append_kernel<__nv_bfloat16><<<unsigned(B), 256, 0, stream()>>>(fused, Hq, Hkv, hd, positions,
+                                                                             std::log(theta), L, slots, q_out);
+  else
+    qkv_rope_append_kernel<float><<<unsigned(B), 256, 0, stream()>>>(fused, Hq, Hkv, hd, positions, std::log(theta), L,
+                                                                     slots, q_out);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

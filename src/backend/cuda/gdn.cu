@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cooperative_groups.h>
 #include <mma.h>
 
 #include "backend/cuda/cuda_common.h"
@@ -735,6 +736,148 @@ __global__ void __launch_bounds__(MaxThreads) gdn_step_norm_kernel(const float* 
   }
 }
 
+
+// ---- the JetBlock's whole decode step from its stacked projection, one cluster per head ----------
+// gdn_step_norm_kernel gives a head to one block: 12 blocks for Jet-Nemotron-2B, each streaming its
+// head's 96 KB of state through one SM (8.6 us on an H100 against ~1 us for the bytes). Here a head
+// is a cluster of ceil(dv/32) blocks, one per 32 value columns, whose ceil(dk/32) warps keep the
+// column's state rows in registers; the gated norm's sum over the head's dv outputs is read across
+// the cluster from each block's shared memory (distributed shared memory, sm_90).
+// Inputs come straight from the row of the stacked projection (fused [B, N]: q, k, u, gate, b, a,
+// hidden; q and k already through silu in the GEMV's epilogue), so jet_decode_prep's launch and
+// copies go too: every block forms its head's l2-normalized q and k and gates itself (as
+// jet_decode_prep: the same per-lane sums), rank r of the cluster the conv step of its 32 channels.
+// The state loads are issued before the wait for the producer (PDL): the state is this layer's own.
+// The result has the bits of jet_decode_prep + gdn_step_dconv + gated_rmsnorm.
+struct JetStepParams {
+  const float* fused;  // [B, N]
+  int64_t N, H, dk, dv;
+  float q_scale;
+  const float* A_log;    // [H]
+  const float* dt_bias;  // [H]
+  const float* kernels;  // [B, H*dv, K] generated conv kernels
+  float* conv_pool;      // [slots, K-1, H*dv]
+  int K;
+  float* S;              // [slots, H, dk, dv]
+  const int32_t* slots;  // [B] or null (sequence b in slot b)
+  const float* norm_w;   // [dv]
+  float eps;
+  float* o;  // [B, H, dv] normalized, gated
+};
+
+template <int MaxThreads>
+__global__ void __launch_bounds__(MaxThreads) jet_step_cluster_kernel(JetStepParams p) {
+  namespace cg = cooperative_groups;
+  detail::allow_dependent_launch();
+  extern __shared__ float sm[];
+  __shared__ float o_s[32];
+  __shared__ float v_s[32];
+  __shared__ float gates[2];  // beta, g
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int rank = int(cluster.block_rank()), groups = int(cluster.num_blocks());
+  const int64_t H = p.H, dk = p.dk, dv = p.dv;
+  const int64_t h = blockIdx.x / groups, b = blockIdx.y;
+  const int row_warps = int(blockDim.x / 32);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* k_s = sm;                    // [row_warps * 32]
+  float* q_s = k_s + row_warps * 32;  // [row_warps * 32]
+  float* red1 = q_s + row_warps * 32; // [row_warps][32]
+  float* red2 = red1 + row_warps * 32;
+  const int64_t j = int64_t(rank) * 32 + lane;
+  const bool col_ok = j < dv;
+  const int64_t slot = p.slots ? int64_t(p.slots[b]) : b;
+  float* Sj = p.S + (slot * H + h) * dk * dv + (col_ok ? j : 0);
+  const int rows = col_ok ? max(0, min(32, int(dk) - warp * 32)) : 0, ldv = int(dv);
+  float st[32];
+#pragma unroll
+  for (int r = 0; r < 32; ++r) st[r] = r < rows ? Sj[(warp * 32 + r) * ldv] : 0.0f;
+  detail::wait_for_producer();
+
+  const int64_t kd = H * dk, vd = H * dv, C = vd;
+  const float* row = p.fused + b * p.N;
+  for (int which = warp; which < 2; which += row_warps) {  // warp 0: q, warp 1: k (l2norm, as prep)
+    const float* src = row + which * kd + h * dk;
+    float* dst = which == 0 ? q_s : k_s;
+    float ss = 0.0f;
+    for (int64_t i = lane; i < dk; i += 32) ss += src[i] * src[i];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    const float f = (which == 0 ? p.q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
+    for (int64_t i = lane; i < int64_t(row_warps) * 32; i += 32) dst[i] = i < dk ? src[i] * f : 0.0f;
+  }
+  if (threadIdx.x == 0) {
+    const float b_raw = row[2 * kd + 2 * vd + h], a_raw = row[2 * kd + 2 * vd + H + h];
+    gates[0] = 1.0f / (1.0f + expf(-b_raw));
+    const float x = a_raw + p.dt_bias[h];
+    const float softplus = x > 20.0f ? x : log1pf(expf(x));
+    gates[1] = -expf(p.A_log[h]) * softplus;
+  }
+  if (warp == 0 && col_ok) {  // the conv step of channel (h, j), as gdn_recurrent_kernel's
+    const int64_t c = h * dv + j, K = p.K;
+    float* state = p.conv_pool + slot * (K - 1) * C;
+    const float* ker = p.kernels + (b * C + c) * K;
+    float hist[kMaxConvTaps];
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 1) hist[i] = state[i * C + c];
+    const float x = row[2 * kd + c];
+    float acc = ker[K - 1] * x;
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 1) acc += ker[i] * hist[i];
+    v_s[lane] = silu_f(acc);
+#pragma unroll
+    for (int i = 0; i < kMaxConvTaps; ++i)
+      if (i < K - 2) state[i * C + c] = hist[i + 1];
+    if (K > 1) state[(K - 2) * C + c] = x;
+  }
+  __syncthreads();
+  const float bt = gates[0], decay = expf(gates[1]);
+  const float* kw = k_s + warp * 32;
+  const float* qw = q_s + warp * 32;
+  float part = 0.0f;
+#pragma unroll
+  for (int r = 0; r < 32; ++r) part += st[r] * kw[r];
+  red1[warp * 32 + lane] = part;
+  __syncthreads();
+  float kS = 0.0f;
+  for (int w = 0; w < row_warps; ++w) kS += red1[w * 32 + lane];
+  const float delta = col_ok ? bt * (v_s[lane] - decay * kS) : 0.0f;
+  float po = 0.0f;
+#pragma unroll
+  for (int r = 0; r < 32; ++r) {
+    st[r] = decay * st[r] + kw[r] * delta;
+    po += st[r] * qw[r];
+  }
+  red2[warp * 32 + lane] = po;
+#pragma unroll
+  for (int r = 0; r < 32; ++r)
+    if (r < rows) Sj[(warp * 32 + r) * ldv] = st[r];
+  __syncthreads();
+  if (warp == 0) {
+    float out = 0.0f;
+    for (int w = 0; w < row_warps; ++w) out += red2[w * 32 + lane];
+    o_s[lane] = col_ok ? out : 0.0f;
+  }
+  cluster.sync();  // every block's o_s written and visible across the cluster
+  if (warp == 0) {
+    // gated_rmsnorm's per-lane order: lane sums o[lane], o[lane + 32], ... = o_s[lane] of rank 0, 1, ...
+    float ss = 0.0f;
+    for (int r = 0; r < groups; ++r) {
+      const float* other = cluster.map_shared_rank(o_s, r);
+      if (int64_t(r) * 32 + lane < dv) ss += other[lane] * other[lane];
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    const float inv = rsqrtf(ss / float(dv) + p.eps);
+    if (col_ok) {
+      const float gate = row[2 * kd + vd + h * dv + j];
+      p.o[(b * H + h) * dv + j] = p.norm_w[j] * (o_s[lane] * inv) * silu_f(gate);
+    }
+  }
+  cluster.sync();  // no block leaves while another may still read its o_s
+}
+
 }  // namespace
 
 void gdn_recurrent(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
@@ -808,6 +951,41 @@ void gdn_step_dconv_norm(const float* q, const float* k, const float* u, const f
   if (dv == 256) launch(warps <= 24 ? gdn_step_norm_kernel<768, 256> : gdn_step_norm_kernel<1024, 256>);
   else launch(warps <= 24 ? gdn_step_norm_kernel<768, 0> : gdn_step_norm_kernel<1024, 0>);
   JETLM_CUDA_CHECK_LAUNCH();
+}
+
+bool jet_decode_step_fits(int64_t dk, int64_t dv) {
+  // 8 blocks: the portable cluster size; clusters need sm_90.
+  return dk >= 1 && dk <= kGdnRecurrentMaxDk && dv >= 1 && (dv + 31) / 32 <= 8 && detail::compute_major() >= 9;
+}
+
+void jet_decode_step(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t N, float q_scale,
+                     const float* A_log, const float* dt_bias, const float* kernels, int64_t K, float* conv_pool,
+                     float* state_pool, const int32_t* slots, const float* norm_w, float eps, float* o) {
+  JETLM_ASSERT(jet_decode_step_fits(dk, dv), "jet_decode_step: needs dk <= 1024 and dv <= 256");
+  JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps && H >= 1 && B <= 65535);
+  JETLM_ASSERT(N >= 2 * H * dk + 2 * H * dv + 2 * H,
+               "jet_decode_step: the fused row is shorter than q, k, u, gate, b, a");
+  if (B == 0) return;
+  const int groups = int((dv + 31) / 32), row_warps = int((dk + 31) / 32);
+  JETLM_ASSERT(int64_t(groups) * H <= 2147483647);
+  const JetStepParams p{fused, N, H, dk, dv, q_scale, A_log, dt_bias, kernels, conv_pool, int(K), state_pool, slots,
+                        norm_w, eps, o};
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(H * groups), unsigned(B));
+  cfg.blockDim = dim3(unsigned(32 * row_warps));
+  cfg.dynamicSmemBytes = sizeof(float) * size_t(4 * row_warps * 32);
+  cfg.stream = stream();
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(groups);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = detail::use_pdl() ? 2 : 1;
+  if (row_warps <= 8) JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, jet_step_cluster_kernel<256>, p));
+  else JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, jet_step_cluster_kernel<1024>, p));
 }
 
 void gdn_chunked(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,

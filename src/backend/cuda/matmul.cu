@@ -81,15 +81,10 @@ template <> __device__ __forceinline__ float scalar_weight(const __nv_bfloat16* 
 template <> __device__ __forceinline__ float scalar_weight(const __half* w, int64_t i) { return __half2float(w[i]); }
 template <> __device__ __forceinline__ float scalar_weight(const int8_t* w, int64_t i) { return float(w[i]); }
 
-// Programmatic dependent launch (sm_90): a GEMV launched with the PDL attribute may start while
-// the kernel before it drains. Weights do not depend on that kernel, so the GEMV issues its first
-// weight loads, then waits here for the producer's results (x) before touching x or y. Without
-// the attribute (or before sm_90) the wait returns at once.
-__device__ __forceinline__ void wait_for_producer() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (sm_90): a GEMV launched with the PDL attribute issues its first
+// weight loads (weights do not depend on the kernel before it), then waits for the producer's
+// results (x) before touching x or y.
+using detail::wait_for_producer;
 
 __device__ __forceinline__ float q8_scale(const uint16_t* scales, int64_t row, int64_t blocks, int64_t col) {
   return __half2float(__ushort_as_half(scales[row * blocks + col / kQ8Block]));
@@ -263,7 +258,7 @@ template <typename WT, int NT, int ROWS, bool SWIGLU = false, int GROUP = 32, in
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
             const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec,
-            GemvInputNorm norm, bool accumulate) {
+            GemvInputNorm norm, bool accumulate, GemvSiluRows act) {
   detail::allow_dependent_launch();
   static_assert(GROUP == 8 || GROUP == 16 || GROUP == 32);
   static_assert(!NORM || NT == 1);
@@ -327,7 +322,8 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
         const float s = group_sum<GROUP>(acc[i][t]);
         if (sub == 0 && r0 + i < N) {
           float& out = y[t * N + r0 + i];
-          out = s + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+          const float v = s + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+          out = act.covers(r0 + i) ? silu_f(v) : v;
         }
       }
   }
@@ -342,7 +338,7 @@ template <typename WT, int NT, int ROWS, bool NORM = false>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
                    const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y,
-                   bool /*vec*/, GemvInputNorm norm, bool accumulate) {
+                   bool /*vec*/, GemvInputNorm norm, bool accumulate, GemvSiluRows act) {
   detail::allow_dependent_launch();
   static_assert(!NORM || NT == 1);
   extern __shared__ float4 x_shared[];
@@ -380,7 +376,8 @@ gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* 
     for (int w = 0; w < kWarpsPerBlock; ++w) sum += partial[w][i][t];
     if (r0 + i < N) {
       float& out = y[t * N + r0 + i];
-      out = sum + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+      const float v = sum + (bias ? bias[r0 + i] : 0.0f) + (accumulate ? out : 0.0f);
+      out = act.covers(r0 + i) ? silu_f(v) : v;
     }
   }
 }
@@ -397,17 +394,7 @@ __global__ void swiglu_pairs_kernel(const float* __restrict__ y2, int64_t n_half
   else y[i] = __float2bfloat16_rn(r);
 }
 
-// PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
-bool use_pdl() {
-  static const bool on = [] {
-    if (const char* env = std::getenv("JETLM_PDL"); env && std::string(env) == "0") return false;
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-    return major >= 9;
-  }();
-  return on;
-}
+using detail::use_pdl;
 
 bool use_splitk() {
   static const bool on = [] {
@@ -466,7 +453,7 @@ GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
 // normalized in each block (needs `vec`); `accumulate`: y += the product.
 template <typename WT, bool NORM>
 void launch_gemv_single(const float* x, const DeviceMatrix& W, const float* bias, float* y, bool vec,
-                        const GemvInputNorm& norm, bool accumulate) {
+                        const GemvInputNorm& norm, bool accumulate, const GemvSiluRows& act) {
   const WT* w = static_cast<const WT*>(W.data);
   GemvLayout layout =
       forced_layout() == GemvLayout::Auto ? auto_layout(W, W.cols / Vec<WT>::n) : forced_layout();
@@ -475,12 +462,12 @@ void launch_gemv_single(const float* x, const DeviceMatrix& W, const float* bias
   const size_t smem = NORM ? sizeof(float) * size_t(W.cols) : 0;
   const auto launch = [&](auto kernel, int rows_per_warp) {
     launch_gemv_kernel(kernel, blocks_for(W.rows, rows_per_warp * kWarpsPerBlock), smem, x, W.rows, W.cols, w,
-                       W.scales, bias, y, vec, norm, accumulate);
+                       W.scales, bias, y, vec, norm, accumulate, act);
   };
   switch (layout) {
     case GemvLayout::SplitK:
       launch_gemv_kernel(gemv_splitk_kernel<WT, 1, 4, NORM>, blocks_for(W.rows, 4), smem, x, W.rows, W.cols, w,
-                         W.scales, bias, y, vec, norm, accumulate);
+                         W.scales, bias, y, vec, norm, accumulate, act);
       return;
     case GemvLayout::Rows1: return launch(gemv_kernel<WT, 1, 1, false, 32, 0, NORM>, 1);
     case GemvLayout::Rows2: return launch(gemv_kernel<WT, 1, 2, false, 32, 4, NORM>, 2);
@@ -505,11 +492,11 @@ void launch_gemv_swiglu_single(const float* x, const DeviceMatrix& W, float* y, 
   const size_t smem = NORM ? sizeof(float) * size_t(W.cols) : 0;
   if (W.rows < 4 * 32 * detail::sm_count()) {
     launch_gemv_kernel(gemv_kernel<WT, 1, 2, true, 32, 0, NORM>, blocks_for(W.rows, 2 * kWarpsPerBlock), smem, x,
-                       W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false);
+                       W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false, GemvSiluRows{});
     return;
   }
   launch_gemv_kernel(gemv_kernel<WT, 1, 4, true, 32, 0, NORM>, blocks_for(W.rows, 4 * kWarpsPerBlock), smem, x,
-                     W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false);
+                     W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false, GemvSiluRows{});
 }
 
 // matmul / matmul_swiglu for T = NT <= kGemvMaxT tokens (bias: matmul only).
@@ -519,7 +506,7 @@ void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, flo
   const WT* w = static_cast<const WT*>(W.data);
   const GemvInputNorm no_norm{};
   if constexpr (NT == 1 && !SWIGLU) {
-    launch_gemv_single<WT, false>(x, W, bias, y, vec, no_norm, false);
+    launch_gemv_single<WT, false>(x, W, bias, y, vec, no_norm, false, GemvSiluRows{});
   } else if constexpr (NT == 1) {
     launch_gemv_swiglu_single<WT, false>(x, W, y, vec, no_norm);
   } else {
@@ -527,11 +514,11 @@ void launch_gemv_t(const float* x, const DeviceMatrix& W, const float* bias, flo
     // (JETLM_GEMV_SPLITK=0: 4-row warps, for A/B runs).
     if (!SWIGLU && vec && use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) {
       launch_gemv_kernel(gemv_splitk_kernel<WT, NT, 4>, blocks_for(W.rows, 4), 0, x, W.rows, W.cols, w, W.scales,
-                         bias, y, vec, no_norm, false);
+                         bias, y, vec, no_norm, false, GemvSiluRows{});
       return;
     }
     launch_gemv_kernel(gemv_kernel<WT, NT, 4, SWIGLU>, blocks_for(W.rows, 4 * kWarpsPerBlock), 0, x, W.rows, W.cols,
-                       w, W.scales, bias, y, vec, no_norm, false);
+                       w, W.scales, bias, y, vec, no_norm, false, GemvSiluRows{});
   }
 }
 
@@ -793,18 +780,18 @@ void check_fusion(const char* op, const float* x, const DeviceMatrix& W, const G
 }  // namespace
 
 void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, float* y, const GemvInputNorm* norm,
-                   bool accumulate) {
+                   bool accumulate, const GemvSiluRows& silu_rows) {
   check_fusion("matmul_decode", x, W, norm);
   with_weight_type(W.dtype, [&](auto type) {
     using WT = decltype(type);
     const bool vec = vec_ok<WT>(W, x);
-    if (norm && vec) return launch_gemv_single<WT, true>(x, W, bias, y, vec, *norm, accumulate);
+    if (norm && vec) return launch_gemv_single<WT, true>(x, W, bias, y, vec, *norm, accumulate, silu_rows);
     if (norm) {  // rows not 16-byte aligned: the norm kernel, then the plain GEMV
       float* xn = static_cast<float*>(detail::workspace(13, sizeof(float) * size_t(W.cols)));
       gemv_input_norm(x, W.cols, *norm, xn);
-      return launch_gemv_single<WT, false>(xn, W, bias, y, vec_ok<WT>(W, xn), GemvInputNorm{}, accumulate);
+      return launch_gemv_single<WT, false>(xn, W, bias, y, vec_ok<WT>(W, xn), GemvInputNorm{}, accumulate, silu_rows);
     }
-    launch_gemv_single<WT, false>(x, W, bias, y, vec, GemvInputNorm{}, accumulate);
+    launch_gemv_single<WT, false>(x, W, bias, y, vec, GemvInputNorm{}, accumulate, silu_rows);
   });
 }
 
@@ -865,5 +852,21 @@ double measure_read_bandwidth_gb_s(size_t bytes) {
   cudaEventDestroy(e1);
   return best;
 }
+
+namespace detail {
+
+// PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
+bool use_pdl() {
+  static const bool on = [] {
+    if (const char* env = std::getenv("JETLM_PDL"); env && std::string(env) == "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+    return major >= 9;
+  }();
+  return on;
+}
+
+}  // namespace detail
 
 }  // namespace jetlm::cuda

@@ -152,9 +152,20 @@ struct GemvInputNorm {
 };
 inline constexpr size_t kGemvNormMaxBytes = size_t(40) << 10;  // within the 48 KiB without opt-in
 bool gemv_fuses_norm(int64_t K);
-// y [1, N] (+)= norm(x) W^T + bias (norm null: x as given).
+// Rows of a single-token GEMV whose outputs go through silu in its epilogue: r < end or r >= begin
+// (the JetBlock's stacked projection: q and k first, the conv generator's hidden last).
+struct GemvSiluRows {
+  int64_t end = 0;
+  int64_t begin = INT64_MAX;
+#ifdef __CUDACC__
+  __host__ __device__
+#endif
+  bool covers(int64_t r) const { return r < end || r >= begin; }
+};
+// y [1, N] (+)= norm(x) W^T + bias (norm null: x as given); rows in silu_rows: y = silu(that sum),
+// the same bits as silu() after the GEMV.
 void matmul_decode(const float* x, const DeviceMatrix& W, const float* bias, float* y, const GemvInputNorm* norm,
-                   bool accumulate);
+                   bool accumulate, const GemvSiluRows& silu_rows = {});
 // matmul_swiglu for one token with the input norm fused: y [1, N/2].
 void matmul_swiglu_decode(const float* x, const DeviceMatrix& W, float* y, const GemvInputNorm& norm);
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out);
@@ -235,6 +246,11 @@ void fill_uniform(float* x, int64_t n, float scale, uint64_t seed);
 void fill_uniform(void* x, DType dtype, int64_t n, float scale, uint64_t seed);  // dtype F32 or BF16
 // rope with positions[T] (device) instead of pos0 + t.
 void rope_at(float* x, int64_t T, int64_t H, int64_t hd, const int32_t* positions, double theta);
+// Decode: fused [B, (Hq + 2 Hkv) hd] rows (q | k | v) -> q_out [B, Hq, hd] roped at positions[b];
+// k roped and v written to the cache at (slots[b], positions[b]). The bits of split_columns,
+// rope_at on q and k, and kv_append, in one launch.
+void qkv_rope_append(const float* fused, int64_t B, int64_t Hq, int64_t Hkv, int64_t hd, const int32_t* positions,
+                     double theta, const KvLayout& L, const int32_t* slots, float* q_out);
 // Writes rows k/v [T, row] to (slots[t] or slot0, positions[t] or pos0 + t).
 void kv_append(const KvLayout& L, const float* k, const float* v, int64_t T, const int32_t* slots, int64_t slot0,
                const int32_t* positions, int64_t pos0);
@@ -287,6 +303,16 @@ void gdn_step_dconv_norm(const float* q, const float* k, const float* u, const f
                          float* conv_pool, const float* g, const float* beta, int64_t B, int64_t H, int64_t dk,
                          int64_t dv, float* state_pool, const int32_t* slots, const float* gate, const float* norm_w,
                          float eps, float* o);
+// The JetBlock's decode step from the row of its stacked projection, one launch:
+// jet_decode_prep + gdn_step_dconv + gated_rmsnorm with the same bits, except that q and k
+// (columns [0, 2 H dk) of fused) must already be through silu (matmul_decode's GemvSiluRows).
+// fused [B, N] (q, k, u, gate, b_raw, a_raw, ...); kernels [B, H*dv, K]; o [B, H, dv].
+// Needs jet_decode_step_fits: an sm_90+ device, dk <= 1024 and dv <= 256 (a head's columns in at
+// most 8 blocks of a cluster).
+bool jet_decode_step_fits(int64_t dk, int64_t dv);
+void jet_decode_step(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t N, float q_scale,
+                     const float* A_log, const float* dt_bias, const float* kernels, int64_t K, float* conv_pool,
+                     float* state_pool, const int32_t* slots, const float* norm_w, float eps, float* o);
 // out[b] = a token drawn from logits[b, :V] with params[b] (all device pointers). all_greedy: the
 // caller knows every row is greedy (temperature <= 0), which takes a multi-block argmax instead.
 void sample(const float* logits, int64_t B, int64_t V, const DeviceSampling* params, int32_t* out,

@@ -87,6 +87,7 @@ uint64_t workspace_generation() {
 }
 
 int sm_count() { return props().multiProcessorCount; }
+int compute_major() { return props().major; }
 size_t max_shared_per_block() { return props().sharedMemPerBlockOptin; }
 
 void allow_dynamic_smem(const void* kernel, size_t bytes) {
