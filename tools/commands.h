@@ -11,20 +11,19 @@
 namespace jetlm::cli {
 
 // Range checks whose message says what was expected (CLI11's own name a range up to DBL_MAX).
-inline const CLI::Validator kPositive(
-    [](std::string& text) {
-      char* end = nullptr;
-      const double v = std::strtod(text.c_str(), &end);
-      return end != text.c_str() && *end == '\0' && v > 0 ? std::string() : "expected a positive number, got '" + text + "'";
-    },
-    "POSITIVE");
-inline const CLI::Validator kNonNegative(
-    [](std::string& text) {
-      char* end = nullptr;
-      const double v = std::strtod(text.c_str(), &end);
-      return end != text.c_str() && *end == '\0' && v >= 0 ? std::string() : "expected a number >= 0, got '" + text + "'";
-    },
-    "NON-NEGATIVE");
+inline CLI::Validator number_check(bool zero_allowed) {
+  const std::string expected = zero_allowed ? "a number >= 0" : "a positive number";
+  return CLI::Validator(
+      [zero_allowed, expected](std::string& text) {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        const bool ok = end != text.c_str() && *end == '\0' && (zero_allowed ? v >= 0 : v > 0);
+        return ok ? std::string() : "expected " + expected + ", got '" + text + "'";
+      },
+      zero_allowed ? "NON-NEGATIVE" : "POSITIVE");
+}
+inline const CLI::Validator kPositive = number_check(false);
+inline const CLI::Validator kNonNegative = number_check(true);
 
 void register_forward(CLI::App& app);
 void register_info(CLI::App& app);
