@@ -208,10 +208,11 @@ void run_bench(const BenchArgs& args) {
   const double gemm_peak = measure_gemm_peak();
   const double fma_peak = cpu::fma_peak_gflops();
   if (!args.json) {
-    std::printf("machine: %d threads, read bandwidth %.1f GB/s, bf16 GEMM (2048^2 x 256) %.1f GFLOP/s, "
-                "fp32 FMA peak %.1f GFLOP/s (bandwidth sampled again after every decode run; a run's\n"
+    std::printf("machine: %d threads, kernels %s (q8 GEMV %s), read bandwidth %.1f GB/s, bf16 GEMM (2048^2 x 256) "
+                "%.1f GFLOP/s,\nfp32 FMA peak %.1f GFLOP/s (bandwidth sampled again after every decode run; a run's "
                 "roofline uses the higher sample of before and after it)\n",
-                cpu::num_threads(), bandwidth_first, gemm_peak, fma_peak);
+                cpu::num_threads(), cpu::isa_name(cpu::active_isa()), cpu::q8_gemv_kernel_name(), bandwidth_first,
+                gemm_peak, fma_peak);
     std::printf("%-18s %8s %6s %6s %12s %12s %10s %10s %8s %8s %8s\n", "model", "prompt", "gen", "batch",
                 "prefill t/s", "decode t/s", "cache MB", "weights GB", "dec roof", "pre/gemm", "pre/fma");
   }
@@ -270,13 +271,14 @@ void run_bench(const BenchArgs& args) {
     if (args.json) {
       std::printf(
           "{\"model\": \"%s\", \"prompt_len\": %lld, \"gen_tokens\": %lld, \"batch\": %lld, "
-          "\"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
+          "\"threads\": %d, \"cpu_isa\": \"%s\", \"q8_gemv\": \"%s\", \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
           "\"cache_bytes_per_seq\": %lld, \"weight_bytes\": %lld, \"mem_bw_gb_s\": %.2f, "
           "\"mem_bw_before_gb_s\": %.2f, \"mem_bw_after_gb_s\": %.2f, "
           "\"gemm_peak_gflop_s\": %.2f, \"fma_peak_gflop_s\": %.2f, \"decode_roofline_frac\": %.4f, "
           "\"prefill_roofline_frac\": %.4f, \"prefill_fma_peak_frac\": %.4f}\n",
           name.c_str(), (long long)prompt_len, (long long)args.gen, (long long)args.batch,
-          cpu::num_threads(), prefill_tps, decode_tps, (long long)cache_per_seq,
+          cpu::num_threads(), cpu::isa_name(cpu::active_isa()), cpu::q8_gemv_kernel_name(), prefill_tps, decode_tps,
+          (long long)cache_per_seq,
           (long long)model->weight_bytes(), bandwidth, bandwidth_before, bandwidth_after, gemm_peak, fma_peak,
           decode_roofline, prefill_roofline, prefill_fma_frac);
     } else {

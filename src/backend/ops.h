@@ -92,6 +92,10 @@ Isa detected_isa();
 // follow the CPU, not this limit.
 Isa active_isa();
 void set_max_isa(Isa limit);
+// The kernel of the q8 decode GEMV at the active ISA: "avx512vnni", "avxvnni" (vpdpbusd, where the
+// CPU has it; bit-equal to the AVX2 one), "avx2", or "portable" (no integer GEMV: the dequantized
+// float32 product).
+const char* q8_gemv_kernel_name();
 }  // namespace cpu
 
 }  // namespace jetlm

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "backend/cpu/gemm_kernels.h"
 #include "backend/ops.h"
 #include "backend/quantize.h"
 #include "core/dtype.h"
@@ -103,8 +104,9 @@ TEST(Ops, Bf16DecodeDotIsBitEqualAcrossIsaLevels) {
     cpu::matmul(x.data(), 1, W.view, bias.data(), avx2.data());
     ref::matmul(x.data(), 1, W.view, bias.data(), expected.data());
     // Rows longer than 4096 take the eight-row AVX2 kernel, which sums in another order.
-    if (cols <= 4096)
+    if (cols <= 4096) {
       EXPECT_EQ(0, std::memcmp(portable.data(), avx2.data(), portable.size() * sizeof(float))) << rows << "x" << cols;
+    }
     EXPECT_LT(normalized_error(avx2, expected), kTol) << rows << "x" << cols;
     EXPECT_LT(normalized_error(portable, expected), kTol) << rows << "x" << cols;
   }
@@ -203,6 +205,49 @@ TEST(Ops, MatmulQ8) {
       EXPECT_LT(normalized_error(a, b), 3e-2) << "vs bf16, T=" << T << " " << rows << "x" << cols;
     }
  });
+}
+
+// The VNNI q8 GEMVs (vpdpbusd) against the AVX2 one (vpmaddubsw + vpmaddwd), bit for bit, on
+// raw int8 rows over the whole range (-128 included) and quantized activations with zero blocks:
+// lengths below one block, odd and even block counts, partial last blocks, and more than the
+// sixteen blocks whose scales the AVX-512 kernel loads at once. Skipped on CPUs without VNNI.
+TEST(Ops, Q8GemvIsBitEqualAcrossVnniKernels) {
+  if (cpu::detected_isa() < cpu::Isa::Avx2) GTEST_SKIP() << "needs AVX2";
+  using Kernel = void (*)(const int8_t*, const uint16_t*, int64_t, int64_t, const int8_t*, const float*,
+                          const float*, float*);
+  std::vector<std::pair<const char*, Kernel>> vnni;
+  if (__builtin_cpu_supports("avxvnni")) vnni.emplace_back("avxvnni", cpu::kernels::gemv_q8_avxvnni);
+  if (cpu::detected_isa() >= cpu::Isa::Avx512 && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    vnni.emplace_back("avx512vnni", cpu::kernels::gemv_q8_avx512vnni);
+  if (vnni.empty()) GTEST_SKIP() << "no VNNI on this CPU (q8 GEMV kernel: " << cpu::q8_gemv_kernel_name() << ")";
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> byte(-128, 127);
+  for (auto [rows, K] : {std::pair<int64_t, int64_t>{3, 7}, {5, 32}, {4, 64}, {7, 96}, {9, 100}, {6, 544},
+                         {5, 1056}, {3, 1536}, {2, 8960}, {2, 8963}}) {
+    const int64_t blocks = q8_blocks(K);
+    std::vector<int8_t> W(static_cast<size_t>(rows * K));
+    for (int8_t& w : W) w = int8_t(byte(rng));
+    std::vector<uint16_t> w_scales(static_cast<size_t>(rows * blocks));
+    for (uint16_t& scale : w_scales) scale = f32_to_f16(0.001f + 0.01f * float(std::abs(byte(rng))) / 128.0f);
+    std::vector<float> x = random_vector(rng, size_t(K)), bias = random_vector(rng, size_t(rows));
+    std::fill(x.begin(), x.begin() + std::min<int64_t>(K, 32), 0.0f);  // a block with scale 0
+    std::vector<int8_t> xq(static_cast<size_t>(K));
+    std::vector<float> x_scales(static_cast<size_t>(blocks));
+    cpu::kernels::quantize_activation_q8_avx2(x.data(), K, xq.data(), x_scales.data());
+    std::vector<float> expected(static_cast<size_t>(rows)), y(static_cast<size_t>(rows));
+    cpu::kernels::gemv_q8_avx2(W.data(), w_scales.data(), rows, K, xq.data(), x_scales.data(), bias.data(),
+                               expected.data());
+    for (auto [name, kernel] : vnni) {
+      std::fill(y.begin(), y.end(), std::nanf(""));
+      kernel(W.data(), w_scales.data(), rows, K, xq.data(), x_scales.data(), bias.data(), y.data());
+      EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), y.size() * sizeof(float))) << name << " " << rows << "x" << K;
+    }
+  }
+  // Through cpu::matmul the AVX-512 level takes the AVX512-VNNI kernel where there is one.
+  cpu::set_max_isa(cpu::Isa::Avx512);
+  EXPECT_STREQ(cpu::q8_gemv_kernel_name(), vnni.back().first);
+  cpu::set_max_isa(std::min(cpu::detected_isa(), cpu::Isa::Avx512));
 }
 
 TEST(Ops, EmbeddingNormsAndElementwise) {

@@ -8,24 +8,12 @@
 #include <cstdint>
 
 #include "backend/cpu/gemm_kernels.h"
+#include "backend/cpu/gemv_q8_rows.h"
 #include "core/error.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace jetlm::cpu::kernels {
-
-namespace {
-
-inline float horizontal_sum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  return _mm_cvtss_f32(lo);
-}
-
-}  // namespace
-
 
 namespace {
 
@@ -215,43 +203,27 @@ void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* s
 
 namespace {
 
-// Sum of the 32 int8 products of one block as 8 int32 lanes: |x| * sign(w, x) keeps the
-// unsigned-by-signed form vpmaddubsw needs (x is never -128).
-inline __m256i block_dot(const int8_t* w, const int8_t* x) {
-  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  const __m256i products16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
-  return _mm256_madd_epi16(products16, _mm256_set1_epi16(1));
-}
+// vpmaddubsw multiplies unsigned by signed bytes: |x| * sign(w, x) keeps that form (x is never
+// -128); vpmaddwd then adds the adjacent 16-bit pairs into the block's 8 int32 lanes.
+struct MaddubsDot {
+  __attribute__((always_inline)) static __m256i block(const int8_t* w, const int8_t* x) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+    const __m256i products16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
+    return _mm256_madd_epi16(products16, _mm256_set1_epi16(1));
+  }
+  __attribute__((always_inline)) static int64_t pairs(const int8_t* w, const uint16_t* ws, const int8_t* xq,
+                                                      const float* x_scales, int64_t full_blocks, __m256& acc0,
+                                                      __m256& acc1) {
+    return pairs_ymm<MaddubsDot>(w, ws, xq, x_scales, full_blocks, acc0, acc1);
+  }
+};
 
 }  // namespace
 
 void gemv_q8_avx2(const int8_t* Wq, const uint16_t* w_scales, int64_t N, int64_t K, const int8_t* xq,
                   const float* x_scales, const float* bias, float* y) {
-  const int64_t blocks = q8_blocks(K), full_blocks = K / kQ8Block;
-  for (int64_t r = 0; r < N; ++r) {
-    const int8_t* w = Wq + r * K;
-    const uint16_t* ws = w_scales + r * blocks;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= full_blocks; b += 2) {
-      const __m256 s0 = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x_scales[b]);
-      const __m256 s1 = _mm256_set1_ps(_cvtsh_ss(ws[b + 1]) * x_scales[b + 1]);
-      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w + b * kQ8Block, xq + b * kQ8Block)), s0, acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w + (b + 1) * kQ8Block, xq + (b + 1) * kQ8Block)), s1, acc1);
-    }
-    for (; b < full_blocks; ++b) {
-      const __m256 s0 = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x_scales[b]);
-      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w + b * kQ8Block, xq + b * kQ8Block)), s0, acc0);
-    }
-    float sum = horizontal_sum(_mm256_add_ps(acc0, acc1));
-    if (b < blocks) {  // a last, shorter block
-      int32_t partial = 0;
-      for (int64_t i = b * kQ8Block; i < K; ++i) partial += int32_t(w[i]) * int32_t(xq[i]);
-      sum += float(partial) * _cvtsh_ss(ws[b]) * x_scales[b];
-    }
-    y[r] = sum + (bias ? bias[r] : 0.0f);
-  }
+  gemv_q8_rows<MaddubsDot>(Wq, w_scales, N, K, xq, x_scales, bias, y);
 }
 
 namespace {

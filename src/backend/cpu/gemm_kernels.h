@@ -30,6 +30,11 @@ void pv_accumulate_avx2(const float* p, const float* v0, int64_t stride, int64_t
 // products (vpmaddubsw) do 32 weights per few instructions, so the loop is bound by memory.
 void gemv_q8_avx2(const int8_t* Wq, const uint16_t* w_scales, int64_t N, int64_t K, const int8_t* xq,
                   const float* x_scales, const float* bias, float* y);
+// The same with VNNI's vpdpbusd (gemm_avxvnni.cpp, gemm_avx512vnni.cpp): bit-equal to gemv_q8_avx2.
+void gemv_q8_avxvnni(const int8_t* Wq, const uint16_t* w_scales, int64_t N, int64_t K, const int8_t* xq,
+                     const float* x_scales, const float* bias, float* y);
+void gemv_q8_avx512vnni(const int8_t* Wq, const uint16_t* w_scales, int64_t N, int64_t K, const int8_t* xq,
+                        const float* x_scales, const float* bias, float* y);
 // out[rows, K] = q8 rows dequantized to float32 (for the prefill GEMM's weight tiles).
 void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, int64_t K, float* out);
 // Quantizes x[K] for gemv_q8_avx2: xq[K] and float scales[q8_blocks(K)].

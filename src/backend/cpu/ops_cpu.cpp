@@ -296,6 +296,26 @@ constexpr int64_t kGemvMaxRows = 8;
 
 namespace {
 
+using Q8Gemv = void (*)(const int8_t*, const uint16_t*, int64_t, int64_t, const int8_t*, const float*, const float*,
+                        float*);
+
+// VNNI changes no bits (gemv_q8_rows.h), so it follows the ISA limit without a level of its own.
+struct Q8GemvChoice {
+  Q8Gemv kernel;
+  const char* name;
+};
+Q8GemvChoice q8_gemv_choice() {
+#if defined(__x86_64__)
+  static const bool avx512_vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+                                  __builtin_cpu_supports("avx512vl");
+  static const bool avx_vnni = __builtin_cpu_supports("avxvnni");
+  if (has_avx512() && avx512_vnni) return {kernels::gemv_q8_avx512vnni, "avx512vnni"};
+  if (has_avx2_fma() && avx_vnni) return {kernels::gemv_q8_avxvnni, "avxvnni"};
+#endif
+  if (has_avx2_fma()) return {kernels::gemv_q8_avx2, "avx2"};
+  return {nullptr, "portable"};
+}
+
 // JETLM_CPU_STEAL=0: static shares for the single-token GEMVs (A/B runs).
 bool steal_rows() {
   static const bool on = [] {
@@ -306,6 +326,8 @@ bool steal_rows() {
 }
 
 }  // namespace
+
+const char* q8_gemv_kernel_name() { return q8_gemv_choice().name; }
 
 void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float* y) {
   JETLM_ASSERT(W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 ||
@@ -320,13 +342,13 @@ void matmul(const float* x, int64_t T, const Matrix& W, const float* bias, float
     std::vector<float> x_scales(static_cast<size_t>(T * blocks));
     for (int64_t t = 0; t < T; ++t)
       kernels::quantize_activation_q8_avx2(x + t * Kdim, Kdim, xq.data() + t * Kdim, x_scales.data() + t * blocks);
+    const Q8Gemv gemv_q8 = q8_gemv_choice().kernel;
     const int64_t rows_per_task = 16, tasks = (N + rows_per_task - 1) / rows_per_task;
     const auto task = [&](int64_t i) {
       const int64_t r0 = i * rows_per_task, rows = std::min(rows_per_task, N - r0);
       for (int64_t t = 0; t < T; ++t)
-        kernels::gemv_q8_avx2(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * blocks, rows, Kdim,
-                              xq.data() + t * Kdim, x_scales.data() + t * blocks, bias ? bias + r0 : nullptr,
-                              y + t * N + r0);
+        gemv_q8(static_cast<const int8_t*>(W.data) + r0 * Kdim, W.scales + r0 * blocks, rows, Kdim,
+                xq.data() + t * Kdim, x_scales.data() + t * blocks, bias ? bias + r0 : nullptr, y + t * N + r0);
     };
     if (steal_rows()) {
       parallel_stealing(tasks, std::max<int64_t>(1, (int64_t(1) << 16) / (rows_per_task * Kdim)), task);
