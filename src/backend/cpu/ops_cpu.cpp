@@ -299,16 +299,21 @@ namespace {
 using Q8Gemv = void (*)(const int8_t*, const uint16_t*, int64_t, int64_t, const int8_t*, const float*, const float*,
                         float*);
 
-// VNNI changes no bits (gemv_q8_rows.h), so it follows the ISA limit without a level of its own.
+// VNNI changes no bits (gemv_q8_rows.h), so it follows the ISA limit without a level of its own;
+// JETLM_CPU_VNNI=0 turns it off (A/B runs against the AVX2 kernel).
 struct Q8GemvChoice {
   Q8Gemv kernel;
   const char* name;
 };
 Q8GemvChoice q8_gemv_choice() {
 #if defined(__x86_64__)
-  static const bool avx512_vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-                                  __builtin_cpu_supports("avx512vl");
-  static const bool avx_vnni = __builtin_cpu_supports("avxvnni");
+  static const bool allowed = [] {
+    const char* env = std::getenv("JETLM_CPU_VNNI");
+    return !(env && std::string(env) == "0");
+  }();
+  static const bool avx512_vnni = allowed && __builtin_cpu_supports("avx512vnni") &&
+                                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  static const bool avx_vnni = allowed && __builtin_cpu_supports("avxvnni");
   if (has_avx512() && avx512_vnni) return {kernels::gemv_q8_avx512vnni, "avx512vnni"};
   if (has_avx2_fma() && avx_vnni) return {kernels::gemv_q8_avxvnni, "avxvnni"};
 #endif
