@@ -7,6 +7,7 @@
 //   kTolF32  = 1e-5  element-wise and row ops, rope (float32 arithmetic)
 //   kTolAcc  = 1e-4  float32 reductions over long sums: GEMV/SGEMM, attention, gated delta rule
 //   kTolHalf = 1e-2  GEMMs whose activations are rounded to bf16/f16 (T > kGemvMaxT)
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -219,8 +220,12 @@ TEST_F(CudaOps, MatmulDecodeFusesNormAndResidual) {
   cuda::set_gemv_layout(cuda::GemvLayout::Auto);
   // matmul_swiglu_decode: the fused norm, then the SwiGLU GEMV, against matmul_swiglu (tested above)
   // of the reference-normalized input.
+  // The last shape has enough rows for the large-matrix layout (6 rows per warp from 4 x 32 rows
+  // per SM on), with a partial last warp.
+  int sms = 0;
+  ASSERT_EQ(cudaSuccess, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   for (DType dtype : {DType::F32, DType::BF16, DType::I8})
-    for (auto [pairs, K] : {std::pair<int64_t, int64_t>{37, 96}, {300, 1536}, {20, 2050}}) {
+    for (auto [pairs, K] : {std::pair<int64_t, int64_t>{37, 96}, {300, 1536}, {20, 2050}, {64 * sms + 2, 1536}}) {
       StoredMatrix W = make_matrix(rng, 2 * pairs, K, dtype);
       cuda::MatrixBuffer Wd = cuda::upload(W.view);
       std::vector<float> x = random_vector(rng, size_t(K)), w = random_vector(rng, size_t(K), 0.5f, 1.5f);

@@ -168,15 +168,24 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
+// Values per thread the norm prologue holds in registers in the 3-blocks-per-SM GEMVs, and the
+// longest row that fits them.
+constexpr int kOcc3HeldPerThread = 6;
+constexpr int64_t kOcc3MaxCols = kOcc3HeldPerThread * 32 * kWarpsPerBlock;
+
 // Batch-1 decode: the GEMV's input x [K] normalized by every block into shared memory xs [K] (the
 // norm kernel's work without its launch), per group of n.group columns:
 // xs[c] = w[c % group] * (x[c] * rsqrt(mean over c's group of x^2 + eps)) (* silu(gate[c])), in
 // the order rmsnorm / gated_rmsnorm multiply. Every thread of the block calls it.
+// HELD: x and w values per thread kept in registers between the two passes (K <= HELD * threads).
+template <int HELD = 16>
 __device__ void normalize_input(const float* x, int64_t K, const GemvInputNorm& n, float* xs) {
   __shared__ float partial[kWarpsPerBlock];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t groups = K / n.group;
-  constexpr int kHeld = 16;  // x and w values a thread keeps from the sum pass for the write pass
+  // x and w values a thread keeps from the sum pass for the write pass (HELD = 6: K <= 1536 with
+  // 256 threads, registers for 3 blocks per SM; longer rows take the two-pass loop below).
+  constexpr int kHeld = HELD;
   if (groups == 1 && K <= kHeld * int64_t(blockDim.x)) {
     // One norm over the row. x, w (and gate) are loaded once, all at the same time, and kept in
     // registers: the write pass then waits for no second round trip to memory. The same sums
@@ -254,8 +263,11 @@ void gemv_input_norm(const float* x, int64_t K, const GemvInputNorm& norm, float
 // dynamic shared memory of K floats). `accumulate`: y += the product (a residual add).
 // SWIGLU: W holds gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i); the group owns both
 // rows of each pair and writes y[t, i] = silu(gate_i) * up_i into y [T, N/2] (ROWS even).
-template <typename WT, int NT, int ROWS, bool SWIGLU = false, int GROUP = 32, int UNROLL = 0, bool NORM = false>
-__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+// MIN_BLOCKS: resident blocks per SM the registers must allow (3 for the norm-prologue GEMVs: 80
+// registers instead of ~96, so 396 blocks fit an H100 at once; see norm_occ3).
+template <typename WT, int NT, int ROWS, bool SWIGLU = false, int GROUP = 32, int UNROLL = 0, bool NORM = false,
+          int MIN_BLOCKS = 1>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock, MIN_BLOCKS)
 gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restrict__ W,
             const uint16_t* __restrict__ scales, const float* __restrict__ bias, float* __restrict__ y, bool vec,
             GemvInputNorm norm, bool accumulate, GemvSiluRows act) {
@@ -279,7 +291,7 @@ gemv_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* __restr
     float* xs = reinterpret_cast<float*>(x_shared);
     accumulate_rows<WT, 1, ROWS, GROUP, UNROLL, true>(xs, N, K, wr, scales, r0, sub, K / Vec<WT>::n, acc, [&] {
       wait_for_producer();
-      normalize_input(x, K, norm, xs);
+      normalize_input<MIN_BLOCKS >= 3 ? kOcc3HeldPerThread : 16>(x, K, norm, xs);
     });
   } else if (vec) {
     accumulate_rows<WT, NT, ROWS, GROUP, UNROLL>(x, N, K, wr, scales, r0, sub, K / Vec<WT>::n, acc,
@@ -419,6 +431,26 @@ void launch_gemv_kernel(Kernel kernel, unsigned blocks, size_t smem, Args... arg
   JETLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
+// The norm-prologue GEMVs of batch-1 decode over rows of at most kOcc3MaxCols run at 80 registers
+// (their prologue holds 6 values per thread instead of 16), so 3 blocks fit an SM (396 on an H100):
+// the stacked JetBlock projection's 277 blocks then run as one wave instead of 264 + 13, and the
+// fused gate/up takes 6 rows per warp (374 blocks, one wave) instead of 4 (560 blocks, 1.4 waves).
+// Jet-Nemotron-2B batch-1 decode at 4K on an H100: 527 -> 553 tok/s (docs/performance.md).
+// A/B switches: JETLM_GEMV_NORM_OCC=1 (the 128-register instantiations, 2 blocks per SM) and
+// JETLM_GEMV_SWIGLU_ROWS=4 or 8.
+int env_int(const char* name, int fallback) {
+  const char* env = std::getenv(name);
+  return env && *env ? std::atoi(env) : fallback;
+}
+bool norm_occ3() {
+  static const bool on = env_int("JETLM_GEMV_NORM_OCC", 3) == 3;
+  return on;
+}
+int swiglu_rows() {
+  static const int rows = env_int("JETLM_GEMV_SWIGLU_ROWS", 6);
+  return rows;
+}
+
 GemvLayout layout_from_env(const char* name, GemvLayout fallback) {
   const char* env = std::getenv(name);
   if (!env) return fallback;
@@ -438,15 +470,47 @@ GemvLayout& forced_layout() {
 // Single-token GEMV layout by shape: split K for matrices too short to fill the GPU with 4-row
 // warps; 4-row warps beyond. Between the sizes where split K pays and where 4-row warps fill
 // every SM (~4K to ~17K rows on an H100), JETLM_GEMV_MID and, for short rows (at most 64 16-byte
-// vectors), JETLM_GEMV_SHORT pick the layout for A/B runs; default 4-row warps (cuda_op_bench on
+// vectors), JETLM_GEMV_SHORT pick the layout (A/B runs). Defaults: 4-row warps (cuda_op_bench on
 // the H100: the stacked JetBlock projection 8872 x 1536 at 80% of the copy bandwidth vs 71% with
-// one row per warp, the conv generator 12288 x 384 at 59% vs 52%).
+// one row per warp), and for short rows two rows per 16 lanes (the conv generator 12288 x 384 of
+// Jet-Nemotron-2B: batch-1 decode 570 vs 560 tok/s with 4-row warps, docs/performance.md).
 GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
   static const GemvLayout mid = layout_from_env("JETLM_GEMV_MID", GemvLayout::Rows4);
-  static const GemvLayout short_rows = layout_from_env("JETLM_GEMV_SHORT", mid);
+  static const GemvLayout short_rows = layout_from_env("JETLM_GEMV_SHORT", GemvLayout::Group16Rows2);
   if (use_splitk() && W.rows < 4 * kWarpsPerBlock * detail::sm_count()) return GemvLayout::SplitK;
   if (W.rows < 4 * 32 * detail::sm_count()) return vectors_per_row <= 64 ? short_rows : mid;
   return GemvLayout::Rows4;
+}
+
+// Rows per block of the single-token split-K GEMV: 8 (JETLM_GEMV_SPLITK_ROWS=2 or 4 for A/B runs;
+// 8 rows: Jet-Nemotron-2B batch-1 decode 561-566 vs 552-558 tok/s with 4, docs/performance.md).
+int splitk_rows() {
+  static const int rows = env_int("JETLM_GEMV_SPLITK_ROWS", 8);
+  return rows;
+}
+
+// A gemv_kernel layout as template arguments: ROWS rows per GROUP lanes, UNROLL (0: the default).
+template <int ROWS, int GROUP, int UNROLL>
+struct RowsLayout {
+  static constexpr int rows = ROWS, group = GROUP, unroll = UNROLL;
+};
+
+// gemv_kernel for one token with ROWS rows per GROUP lanes; the norm-prologue instantiations with
+// registers for 3 blocks per SM (norm_occ3) where that needs no spills (ptxas: at most 8 loads in
+// flight per lane and groups of 16 or 32 lanes; the deeper layouts keep their registers).
+template <typename WT, bool NORM, int ROWS, int GROUP, int UNROLL>
+void launch_single_rows(const float* x, const DeviceMatrix& W, const float* bias, float* y, bool vec,
+                        const GemvInputNorm& norm, bool accumulate, const GemvSiluRows& act, size_t smem) {
+  const WT* w = static_cast<const WT*>(W.data);
+  const unsigned blocks = blocks_for(W.rows, ROWS * (32 / GROUP) * kWarpsPerBlock);
+  constexpr bool kOcc3Fits = NORM && (UNROLL == 0 || ROWS * UNROLL <= 8) && GROUP >= 16;
+  if constexpr (kOcc3Fits) {
+    if (norm_occ3() && W.cols <= kOcc3MaxCols)
+      return launch_gemv_kernel(gemv_kernel<WT, 1, ROWS, false, GROUP, UNROLL, NORM, 3>, blocks, smem, x, W.rows,
+                                W.cols, w, W.scales, bias, y, vec, norm, accumulate, act);
+  }
+  launch_gemv_kernel(gemv_kernel<WT, 1, ROWS, false, GROUP, UNROLL, NORM>, blocks, smem, x, W.rows, W.cols, w,
+                     W.scales, bias, y, vec, norm, accumulate, act);
 }
 
 // One token (NT = 1), not SwiGLU: the layout of forced_layout() or auto_layout(); NORM: the input
@@ -454,27 +518,30 @@ GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
 template <typename WT, bool NORM>
 void launch_gemv_single(const float* x, const DeviceMatrix& W, const float* bias, float* y, bool vec,
                         const GemvInputNorm& norm, bool accumulate, const GemvSiluRows& act) {
-  const WT* w = static_cast<const WT*>(W.data);
   GemvLayout layout =
       forced_layout() == GemvLayout::Auto ? auto_layout(W, W.cols / Vec<WT>::n) : forced_layout();
   if (layout == GemvLayout::Auto) layout = GemvLayout::Rows4;
   if (layout == GemvLayout::SplitK && !vec) layout = GemvLayout::Rows1;  // split K needs 16-byte vectors
   const size_t smem = NORM ? sizeof(float) * size_t(W.cols) : 0;
-  const auto launch = [&](auto kernel, int rows_per_warp) {
-    launch_gemv_kernel(kernel, blocks_for(W.rows, rows_per_warp * kWarpsPerBlock), smem, x, W.rows, W.cols, w,
-                       W.scales, bias, y, vec, norm, accumulate, act);
+  const auto split = [&](auto kernel, int rows_per_block) {
+    launch_gemv_kernel(kernel, blocks_for(W.rows, rows_per_block), smem, x, W.rows, W.cols,
+                       static_cast<const WT*>(W.data), W.scales, bias, y, vec, norm, accumulate, act);
+  };
+  const auto rows = [&](auto layout_tag) {
+    using Tag = decltype(layout_tag);
+    launch_single_rows<WT, NORM, Tag::rows, Tag::group, Tag::unroll>(x, W, bias, y, vec, norm, accumulate, act, smem);
   };
   switch (layout) {
     case GemvLayout::SplitK:
-      launch_gemv_kernel(gemv_splitk_kernel<WT, 1, 4, NORM>, blocks_for(W.rows, 4), smem, x, W.rows, W.cols, w,
-                         W.scales, bias, y, vec, norm, accumulate, act);
-      return;
-    case GemvLayout::Rows1: return launch(gemv_kernel<WT, 1, 1, false, 32, 0, NORM>, 1);
-    case GemvLayout::Rows2: return launch(gemv_kernel<WT, 1, 2, false, 32, 4, NORM>, 2);
-    case GemvLayout::Rows4Deep: return launch(gemv_kernel<WT, 1, 4, false, 32, 4, NORM>, 4);
-    case GemvLayout::Group16Rows2: return launch(gemv_kernel<WT, 1, 2, false, 16, 4, NORM>, 4);
-    case GemvLayout::Group8Rows4: return launch(gemv_kernel<WT, 1, 4, false, 8, 2, NORM>, 16);
-    default: return launch(gemv_kernel<WT, 1, 4, false, 32, 0, NORM>, 4);
+      if (splitk_rows() == 2) return split(gemv_splitk_kernel<WT, 1, 2, NORM>, 2);
+      if (splitk_rows() == 4) return split(gemv_splitk_kernel<WT, 1, 4, NORM>, 4);
+      return split(gemv_splitk_kernel<WT, 1, 8, NORM>, 8);
+    case GemvLayout::Rows1: return rows(RowsLayout<1, 32, 0>{});
+    case GemvLayout::Rows2: return rows(RowsLayout<2, 32, 4>{});
+    case GemvLayout::Rows4Deep: return rows(RowsLayout<4, 32, 4>{});
+    case GemvLayout::Group16Rows2: return rows(RowsLayout<2, 16, 4>{});
+    case GemvLayout::Group8Rows4: return rows(RowsLayout<4, 8, 2>{});
+    default: return rows(RowsLayout<4, 32, 0>{});
   }
 }
 
@@ -485,7 +552,8 @@ bool vec_ok(const DeviceMatrix& W, const float* x) {
 }
 
 // matmul_swiglu for one token: one gate/up pair per warp on matrices too small to fill the GPU
-// with 4-row warps, 4 rows (2 pairs) per warp beyond; NORM: the input normalized in each block.
+// with 4-row warps, 6 rows (3 pairs; swiglu_rows) per warp beyond; NORM: the input normalized in
+// each block.
 template <typename WT, bool NORM>
 void launch_gemv_swiglu_single(const float* x, const DeviceMatrix& W, float* y, bool vec, const GemvInputNorm& norm) {
   const WT* w = static_cast<const WT*>(W.data);
@@ -495,8 +563,22 @@ void launch_gemv_swiglu_single(const float* x, const DeviceMatrix& W, float* y, 
                        W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false, GemvSiluRows{});
     return;
   }
-  launch_gemv_kernel(gemv_kernel<WT, 1, 4, true, 32, 0, NORM>, blocks_for(W.rows, 4 * kWarpsPerBlock), smem, x,
-                     W.rows, W.cols, w, W.scales, nullptr, y, vec, norm, false, GemvSiluRows{});
+  const auto launch = [&](auto kernel, int rows_per_warp) {
+    launch_gemv_kernel(kernel, blocks_for(W.rows, rows_per_warp * kWarpsPerBlock), smem, x, W.rows, W.cols, w,
+                       W.scales, nullptr, y, vec, norm, false, GemvSiluRows{});
+  };
+  // 3 blocks per SM only with the norm prologue (norm_occ3); 8 rows per warp keep their registers
+  // (q8 would spill at 80).
+  const int rows = swiglu_rows();
+  if constexpr (NORM) {
+    if (norm_occ3() && W.cols <= kOcc3MaxCols) {
+      if (rows == 6) return launch(gemv_kernel<WT, 1, 6, true, 32, 1, NORM, 3>, 6);
+      if (rows != 8) return launch(gemv_kernel<WT, 1, 4, true, 32, 0, NORM, 3>, 4);
+    }
+  }
+  if (rows == 6) return launch(gemv_kernel<WT, 1, 6, true, 32, 1, NORM>, 6);
+  if (rows == 8) return launch(gemv_kernel<WT, 1, 8, true, 32, 1, NORM>, 8);
+  launch(gemv_kernel<WT, 1, 4, true, 32, 0, NORM>, 4);
 }
 
 // matmul / matmul_swiglu for T = NT <= kGemvMaxT tokens (bias: matmul only).
