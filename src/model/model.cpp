@@ -45,9 +45,9 @@ std::unique_ptr<Model> Model::random(const ModelConfig& config, DType dtype, uin
   std::unique_ptr<Model> model(new Model());
   model->config_ = config;
   if (dtype == DType::I8) {
-    WeightStorage bf16_storage;  // freed once quantized
+    WeightStorage bf16_storage;  // freed once quantized: the matrices kept in bf16 are copied out
     model->weights_ = random_weights(model->config_, DType::BF16, seed, bf16_storage);
-    quantize_weights_q8(model->config_, model->weights_, model->owned_);
+    quantize_weights_q8(model->config_, model->weights_, model->owned_, /*in_memory=*/false, /*copy_kept=*/true);
   } else {
     model->weights_ = random_weights(model->config_, dtype, seed, model->owned_);
   }

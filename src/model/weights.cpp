@@ -275,7 +275,7 @@ void save_weights(const ModelConfig& config, ModelWeights& weights, DType vector
 namespace jetlm {
 
 void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage,
-                         bool in_memory) {
+                         bool in_memory, bool copy_kept) {
   const void* embed_before = weights.embed.data;
   visit_tensors(config, weights, [&](const TensorSlot& slot) {
     if (slot.matrix == nullptr || slot.matrix->empty()) return;
@@ -286,7 +286,7 @@ void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights, Weigh
     const bool keep = slot.spec.name.ends_with(".self_attn.a_proj.weight") ||
                       slot.spec.name.ends_with(".self_attn.b_proj.weight") || slot.matrix->dtype == DType::I8;
     if (!keep) *slot.matrix = quantize_matrix_q8(*slot.matrix, storage, in_memory);
-    else if (in_memory) copy_matrix_to_memory(*slot.matrix, storage);
+    else if (in_memory || copy_kept) copy_matrix_to_memory(*slot.matrix, storage);
   });
   if (config.tie_embeddings) weights.lm_head = weights.embed;
 }

@@ -72,8 +72,10 @@ ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t see
 // the new bytes go to `storage`. Norms, biases and gate vectors stay float32; the JetBlock gate
 // projections and matrices already q8 keep their bytes. in_memory: the new bytes go on 2 MiB pages
 // and the kept matrices are copied there too, so no weight depends on a mapped checkpoint.
+// copy_kept: the kept matrices are copied into `storage` (on 2 MiB pages) even without in_memory,
+// for callers that free the source afterwards.
 void quantize_weights_q8(const ModelConfig& config, ModelWeights& weights, WeightStorage& storage,
-                         bool in_memory = false);
+                         bool in_memory = false, bool copy_kept = false);
 
 // Copies every weight matrix (and q8 scales) into `storage` on 2 MiB pages (where the kernel grants
 // them), so the weights no longer depend on a mapped checkpoint.

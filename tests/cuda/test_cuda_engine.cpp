@@ -634,6 +634,59 @@ TEST(CudaEngine, TensorCoreDecodeOfABf16ModelMatchesTheCpuEngine) {
 }
 
 
+// A random q8 JetBlock model (the gate projections stay bf16, so the stacked input projection is
+// not used and the JetBlock decode takes its separate-projection path) against the CPU engine at
+// the portable level, whose q8 matmul is the exact product of the dequantized weights, as the GPU
+// GEMVs compute it. Batch 1 (fused decode) and a batch of 2.
+TEST(CudaEngine, Q8ModelMatchesTheCpuEngine) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_model_config(nlohmann::json::parse(R"({
+    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["jet", "attn", "jet"],
+    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
+      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}}})"),
+                                                "test config");
+  const auto model = Model::random(config, DType::I8, 17);
+  cuda::CudaModelOptions opt;
+  opt.max_slots = 3;
+  opt.context_limit = 128;
+  opt.page_size = 16;
+  cuda::CudaModel gpu(*model, opt);
+  cpu::set_max_isa(cpu::Isa::Portable);
+  const int64_t vocab = config.vocab;
+  std::mt19937 rng(5);
+  for (const std::vector<int>& slots : {std::vector<int>{1}, std::vector<int>{0, 2}}) {
+    const int64_t B = int64_t(slots.size());
+    std::vector<HybridCache> caches;
+    std::vector<std::vector<int32_t>> seqs;
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> s(40);
+      for (int32_t& id : s) id = int32_t(rng() % uint32_t(vocab));
+      seqs.push_back(s);
+      caches.push_back(model->new_cache());
+      model->forward(s.data(), 30, caches.back(), nullptr);
+      gpu.prefill(slots[size_t(b)], s.data(), 30, nullptr);
+    }
+    double worst = 0;
+    for (int64_t step = 0; step < 10; ++step) {
+      std::vector<int32_t> ids(static_cast<size_t>(B));
+      std::vector<float> expected(size_t(B * vocab)), got(size_t(B * vocab));
+      for (int64_t b = 0; b < B; ++b) {
+        ids[size_t(b)] = seqs[size_t(b)][size_t(30 + step)];
+        model->forward(&ids[size_t(b)], 1, caches[size_t(b)], expected.data() + b * vocab);
+      }
+      gpu.decode(slots.data(), ids.data(), B, got.data());
+      for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "batch " << B << ", step " << step;
+      worst = std::max(worst, normalized_error(got, expected));
+    }
+    // The GPU prefill rounds activations and dequantized weights to bf16 (its GEMM path).
+    EXPECT_LE(worst, 3e-2) << "batch " << B;
+    std::printf("  q8 model, batch %lld: worst logits error vs the CPU engine %.2e\n", (long long)B, worst);
+  }
+  cpu::set_max_isa(std::min(cpu::detected_isa(), cpu::Isa::Avx512));
+}
+
 class CudaGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {

@@ -2,6 +2,7 @@
 // count; bad files and configs give one clear error naming the file/tensor/field.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -192,6 +193,40 @@ TEST_F(BadInput, InMemoryQ8WeightsEqualMappedQ8AndDoNotNeedTheFile) {
   EXPECT_EQ(std::memcmp(mapped_logits.data(), memory_logits.data(), mapped_logits.size() * sizeof(float)), 0);
   EXPECT_NE(std::memcmp(stored_logits.data(), memory_logits.data(), stored_logits.size() * sizeof(float)), 0)
       << "q8 logits identical to the unquantized ones: the weights were not quantized";
+}
+
+// Model::random with q8 quantizes random bf16 weights and frees them; the JetBlock gate projections,
+// which q8 keeps in bf16, must have been copied out first. Memory handed out and overwritten after
+// the model is made must not change its logits (before the fix: a use after free, which gave NaN
+// logits and an invalid greedy token on the GPU).
+TEST(RandomModel, Q8OwnsTheMatricesItKeepsInBf16) {
+  const ModelConfig config = parse_model_config(json::parse(R"({
+    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["jet", "attn", "jet"],
+    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
+      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}}})"),
+                                                "test config");
+  const auto model = Model::random(config, DType::I8, 17);
+  const int32_t ids[] = {3, 141, 59, 26, 5};
+  const auto logits = [&] {
+    std::vector<float> out(size_t(5 * config.vocab));
+    HybridCache cache = model->new_cache();
+    model->forward(ids, 5, cache, out.data());
+    return out;
+  };
+  const std::vector<float> first = logits();
+  // Allocations of the matrices' sizes (a gate projection is 2 x 256 bf16 = 1 KB), filled with
+  // 0xFF bytes (NaN as bf16 and float32).
+  std::vector<HostBytes> churn;
+  for (size_t bytes = 64; bytes <= (size_t(1) << 20); bytes *= 2)
+    for (int i = 0; i < 32; ++i) {
+      churn.push_back(allocate_host_bytes(bytes, false));
+      std::memset(churn.back().get(), 0xFF, bytes);
+    }
+  const std::vector<float> second = logits();
+  for (float v : first) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0);
 }
 
 TEST(HostMemory, SmallAndHugePageBuffers) {
