@@ -264,7 +264,7 @@ void gemv_input_norm(const float* x, int64_t K, const GemvInputNorm& norm, float
 // SWIGLU: W holds gate and up rows interleaved (row 2i gate_i, row 2i+1 up_i); the group owns both
 // rows of each pair and writes y[t, i] = silu(gate_i) * up_i into y [T, N/2] (ROWS even).
 // MIN_BLOCKS: resident blocks per SM the registers must allow (3 for the norm-prologue GEMVs: 80
-// registers instead of ~96, so 396 blocks fit an H100 at once; see norm_occ3).
+// registers instead of 128, so 396 blocks fit an H100 at once; see norm_occ3).
 template <typename WT, int NT, int ROWS, bool SWIGLU = false, int GROUP = 32, int UNROLL = 0, bool NORM = false,
           int MIN_BLOCKS = 1>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock, MIN_BLOCKS)
@@ -473,7 +473,8 @@ GemvLayout& forced_layout() {
 // vectors), JETLM_GEMV_SHORT pick the layout (A/B runs). Defaults: 4-row warps (cuda_op_bench on
 // the H100: the stacked JetBlock projection 8872 x 1536 at 80% of the copy bandwidth vs 71% with
 // one row per warp), and for short rows two rows per 16 lanes (the conv generator 12288 x 384 of
-// Jet-Nemotron-2B: batch-1 decode 570 vs 560 tok/s with 4-row warps, docs/performance.md).
+// Jet-Nemotron-2B: batch-1 decode 569.9-570.4 vs 560.5-566.6 tok/s with 4-row warps,
+// docs/performance.md).
 GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
   static const GemvLayout mid = layout_from_env("JETLM_GEMV_MID", GemvLayout::Rows4);
   static const GemvLayout short_rows = layout_from_env("JETLM_GEMV_SHORT", GemvLayout::Group16Rows2);
