@@ -56,8 +56,51 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   }
 }
 
-WeightPlacement weight_placement(bool hugepages_flag, const std::string& device) {
-  return hugepages_flag && device != "cuda" ? WeightPlacement::Memory : WeightPlacement::Mapped;
+bool auto_weights_on_hugepages(const std::string& thp_enabled, int64_t checkpoint_bytes, int64_t available_bytes) {
+  const bool thp = thp_enabled.find("[always]") != std::string::npos ||
+                   thp_enabled.find("[madvise]") != std::string::npos;
+  return thp && checkpoint_bytes > 0 && available_bytes > 0 && checkpoint_bytes <= available_bytes / 2;
+}
+
+namespace {
+
+std::string read_text(const char* path) {
+  std::ifstream in(path);
+  std::string text, line;
+  while (std::getline(in, line)) text += line + "\n";
+  return text;
+}
+
+// MemAvailable from /proc/meminfo in bytes (0 when unknown).
+int64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
+// The bytes of the checkpoint's *.safetensors files (0 when there are none).
+int64_t checkpoint_bytes(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(model_dir, ec))
+    if (entry.path().extension() == ".safetensors") total += int64_t(entry.file_size(ec));
+  return total;
+}
+
+}  // namespace
+
+WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir) {
+  if (device == "cuda" || flags.off) return WeightPlacement::Mapped;
+  if (flags.on) return WeightPlacement::Memory;
+  return auto_weights_on_hugepages(read_text("/sys/kernel/mm/transparent_hugepage/enabled"),
+                                   checkpoint_bytes(model_dir), available_memory_bytes())
+             ? WeightPlacement::Memory
+             : WeightPlacement::Mapped;
 }
 
 std::string resolve_model_dir(const std::string& given) {

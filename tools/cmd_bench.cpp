@@ -51,7 +51,7 @@ struct BenchArgs {
   int64_t chunk = 2048;   // cuda: prefill chunk
   bool no_graphs = false; // cuda: launch the decode step directly
   bool paper = false;
-  bool hugepages = false;
+  HugepagesFlags hugepages;
   std::string contexts, csv;
   bool gen_given = false;
   bool dtype_given = false, weights_given = false;
@@ -66,7 +66,7 @@ struct BenchArgs {
 class BandwidthProbe {
  public:
   explicit BandwidthProbe(bool huge_pages)
-      // The same kind of pages the weights are on (2 MiB with --hugepages).
+      // The same kind of pages the weights are on (2 MiB when they were copied onto them).
       : bytes_(allocate_host_bytes(kFloats * sizeof(float), huge_pages)) {
     float* buffer = reinterpret_cast<float*>(bytes_.get());
 #pragma omp parallel for num_threads(cpu::num_threads())
@@ -163,11 +163,12 @@ void run_bench(const BenchArgs& args) {
     prompt_lens.push_back(v);
   }
   const auto load_t0 = Clock::now();
+  const WeightPlacement placement =
+      args.model_dir.empty() ? WeightPlacement::Mapped : weight_placement(args.hugepages, args.device, args.model_dir);
   std::unique_ptr<Model> model =
       args.model_dir.empty()
           ? Model::random(load_model_config(args.config), parse_weight_dtype(args.dtype), 1)
-          : Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                        weight_placement(args.hugepages, args.device));
+          : Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"), placement);
   const ModelConfig& c = model->config();
   const std::string name = args.model_dir.empty() ? args.config : args.model_dir;
   // Lengths against the context before anything is measured (the CUDA bench checks its own).
@@ -200,9 +201,12 @@ void run_bench(const BenchArgs& args) {
     return run_cuda_bench(*model, cargs);
   }
   if (!args.json)
-    std::fprintf(stderr, "jetlm bench: %s, %.2f GB of weights ready in %.1f s; measuring the machine...\n",
-                 name.c_str(), double(model->weight_bytes()) / 1e9, seconds_since(load_t0));
-  const BandwidthProbe probe(args.hugepages && !args.model_dir.empty());
+    std::fprintf(stderr, "jetlm bench: %s, %.2f GB of weights ready in %.1f s (%s); measuring the machine...\n",
+                 name.c_str(), double(model->weight_bytes()) / 1e9, seconds_since(load_t0),
+                 args.model_dir.empty()           ? "random, in memory"
+                 : placement == WeightPlacement::Memory ? "copied onto 2 MiB pages"
+                                                        : "memory-mapped");
+  const BandwidthProbe probe(placement == WeightPlacement::Memory);
   double bandwidth_before = probe.measure();  // the sample next to the coming run
   const double bandwidth_first = bandwidth_before;
   const double gemm_peak = measure_gemm_peak();
@@ -271,13 +275,15 @@ void run_bench(const BenchArgs& args) {
     if (args.json) {
       std::printf(
           "{\"model\": \"%s\", \"prompt_len\": %lld, \"gen_tokens\": %lld, \"batch\": %lld, "
-          "\"threads\": %d, \"cpu_isa\": \"%s\", \"q8_gemv\": \"%s\", \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
+          "\"threads\": %d, \"cpu_isa\": \"%s\", \"q8_gemv\": \"%s\", \"weights_on_hugepages\": %s, "
+          "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
           "\"cache_bytes_per_seq\": %lld, \"weight_bytes\": %lld, \"mem_bw_gb_s\": %.2f, "
           "\"mem_bw_before_gb_s\": %.2f, \"mem_bw_after_gb_s\": %.2f, "
           "\"gemm_peak_gflop_s\": %.2f, \"fma_peak_gflop_s\": %.2f, \"decode_roofline_frac\": %.4f, "
           "\"prefill_roofline_frac\": %.4f, \"prefill_fma_peak_frac\": %.4f}\n",
           name.c_str(), (long long)prompt_len, (long long)args.gen, (long long)args.batch,
-          cpu::num_threads(), cpu::isa_name(cpu::active_isa()), cpu::q8_gemv_kernel_name(), prefill_tps, decode_tps,
+          cpu::num_threads(), cpu::isa_name(cpu::active_isa()), cpu::q8_gemv_kernel_name(),
+          placement == WeightPlacement::Memory ? "true" : "false", prefill_tps, decode_tps,
           (long long)cache_per_seq,
           (long long)model->weight_bytes(), bandwidth, bandwidth_before, bandwidth_after, gemm_peak, fma_peak,
           decode_roofline, prefill_roofline, prefill_fma_frac);
@@ -338,7 +344,7 @@ void register_bench(CLI::App& app) {
       ->each([args](const std::string&) { args->dtype_given = true; });
   cmd->add_option("--weights", args->weights, "with --model: as-stored (default) or q8 (quantize at load)")
       ->each([args](const std::string&) { args->weights_given = true; });
-  cmd->add_flag("--hugepages", args->hugepages, kHugepagesHelp);
+  add_hugepages_flags(cmd, args->hugepages, kHugepagesHelp, kNoHugepagesHelp);
   cmd->add_option("-p,--prompt-len", args->prompt_lens, "prompt length(s), comma-separated (default 128)");
   cmd->add_option("--depth", args->depths, "also decode at these cache depths, e.g. 1024,8192,32768 (synthetic "
                   "cache contents, no prefill)");

@@ -133,7 +133,8 @@ void add_unique(std::vector<int32_t>& ids, std::optional<int32_t> id) {
 
 struct GenerateArgs {
   std::string model_dir, prompt, prompt_ids, system, overflow = "error", weights = "as-stored";
-  bool chat = false, output_ids = false, no_special = false, ignore_eos = false, hugepages = false;
+  bool chat = false, output_ids = false, no_special = false, ignore_eos = false;
+  HugepagesFlags hugepages;
   bool prompt_given = false;  // -p "" is given but empty: "prompt is empty", not "give one of"
   int64_t max_new = 256, chunk = 512;
   int threads = 0;
@@ -196,7 +197,7 @@ void run_generate(GenerateArgs& args) {
     tokenizer = Tokenizer::load(args.model_dir);
   }
   auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                           weight_placement(args.hugepages, args.device));
+                           weight_placement(args.hugepages, args.device, args.model_dir));
   const ModelConfig& config = model->config();
 
   std::vector<int32_t> ids;
@@ -280,7 +281,7 @@ struct ChatArgs {
   std::string model_dir, system, weights = "as-stored";
   int64_t max_new = 1024, chunk = 512;
   int threads = 0;
-  bool hugepages = false;
+  HugepagesFlags hugepages;
   SamplingFlags sampling;
 };
 
@@ -325,7 +326,7 @@ void run_chat(ChatArgs& args) {
   auto tokenizer = Tokenizer::load(args.model_dir);
   const ChatTemplate chat_template = ChatTemplate::load(args.model_dir);
   auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                           weight_placement(args.hugepages, "cpu"));
+                           weight_placement(args.hugepages, "cpu", args.model_dir));
   Session session(*model);
   std::vector<int32_t> stop_ids = eos_token_ids(args.model_dir, model->config());
   add_unique(stop_ids, tokenizer->token_to_id("<|im_end|>"));
@@ -474,7 +475,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
-  cmd->add_flag("--hugepages", gen->hugepages, kHugepagesHelp);
+  add_hugepages_flags(cmd, gen->hugepages, kHugepagesHelp, kNoHugepagesHelp);
   gen->sampling.add_to(cmd);
   cmd->callback([gen] {
     gen->model_dir = cli::resolve_model_dir(gen->model_dir);
@@ -490,7 +491,7 @@ void register_generate(CLI::App& app) {
   chat_cmd->add_option("--chunk", chat->chunk, "prefill chunk in tokens (default 512)")->check(kPositive);
   chat_cmd->add_option("--threads", chat->threads, "CPU threads (default: all cores)")->check(kPositive);
   chat_cmd->add_option("--weights", chat->weights, "as-stored (default) or q8 (quantize at load time)");
-  chat_cmd->add_flag("--hugepages", chat->hugepages, kHugepagesHelp);
+  add_hugepages_flags(chat_cmd, chat->hugepages, kHugepagesHelp, kNoHugepagesHelp);
   chat->sampling.add_to(chat_cmd);
   chat_cmd->callback([chat] {
     chat->model_dir = cli::resolve_model_dir(chat->model_dir);

@@ -38,7 +38,7 @@ struct ServeArgs {
   int64_t ctx = 0, prefill_chunk = 256;
   double shutdown_grace = 5.0;
   std::string device = "cpu";
-  bool hugepages = false;
+  HugepagesFlags hugepages;
 };
 
 void run_serve(const ServeArgs& args) {
@@ -55,7 +55,7 @@ void run_serve(const ServeArgs& args) {
     std::fprintf(stderr, "jetlm serve: no chat template (%s); /v1/chat/completions will answer 400\n", e.what());
   }
   auto model = Model::load(args.model_dir, parse_weight_format(args.weights, "--weights"),
-                           weight_placement(args.hugepages, args.device));
+                           weight_placement(args.hugepages, args.device, args.model_dir));
   const ModelConfig& config = model->config();
   if (args.ctx < 0 || args.ctx > config.max_position)
     throw_error("--ctx", "expected 1.." + std::to_string(config.max_position) + " (the model's max_position_embeddings), got " +
@@ -139,7 +139,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--model-name", args->model_name, "the model id clients use (default: the directory's name)");
   cmd->add_option("--weights", args->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", args->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
-  cmd->add_flag("--hugepages", args->hugepages, kHugepagesHelp);
+  add_hugepages_flags(cmd, args->hugepages, kHugepagesHelp, kNoHugepagesHelp);
   cmd->add_option("--threads", args->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--prefill-chunk", args->prefill_chunk, "prompt tokens per prefill step (default 256)")
       ->check(kPositive);

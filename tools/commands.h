@@ -25,6 +25,13 @@ inline CLI::Validator number_check(bool zero_allowed) {
 inline const CLI::Validator kPositive = number_check(false);
 inline const CLI::Validator kNonNegative = number_check(true);
 
+// --hugepages and --no-hugepages (HugepagesFlags, cli_util.h) on a subcommand.
+template <class Flags>
+void add_hugepages_flags(CLI::App* cmd, Flags& flags, const char* on_help, const char* off_help) {
+  CLI::Option* on = cmd->add_flag("--hugepages", flags.on, on_help);
+  cmd->add_flag("--no-hugepages", flags.off, off_help)->excludes(on);
+}
+
 void register_forward(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);

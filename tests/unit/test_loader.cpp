@@ -235,7 +235,9 @@ TEST(HostMemory, SmallAndHugePageBuffers) {
     ASSERT_NE(b.get(), nullptr);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % 64, 0u) << n;
     // Buffers that get their own mapping start on a 2 MiB boundary, so all their pages can be huge.
-    if (n >= (size_t(2) << 20)) EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % (size_t(2) << 20), 0u) << n;
+    if (n >= (size_t(2) << 20)) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(b.get()) % (size_t(2) << 20), 0u) << n;
+    }
     if (n > 0) {
       std::memset(b.get(), 0xab, n);  // every byte writable (ASan checks the heap ones)
       EXPECT_EQ(b[n - 1], 0xab);
