@@ -38,7 +38,7 @@ WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string&
 bool auto_weights_on_hugepages(const std::string& thp_enabled, int64_t checkpoint_bytes, int64_t available_bytes);
 constexpr const char* kHugepagesHelp =
     "CPU: copy the weights (as stored, or their q8 form with --weights q8) into memory on 2 MiB pages: "
-    "faster weight streaming in decode (Jet-Nemotron-2B bf16 on a 2-core EPYC VM: 11.9-12.7 vs 7.8-10.6 "
+    "faster weight streaming in decode (Jet-Nemotron-2B bf16 on a 2-core EPYC VM: median 12.2 vs 9.8 "
     "tok/s), a few seconds per GB at load. Default: on when the kernel offers transparent huge pages "
     "and the weights take at most half of the available memory, else memory-mapped";
 constexpr const char* kNoHugepagesHelp = "CPU: use the weights memory-mapped from the checkpoint (no copy)";
