@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace jetlm::cli {
 
@@ -64,11 +65,14 @@ bool auto_weights_on_hugepages(const std::string& thp_enabled, int64_t checkpoin
 
 namespace {
 
-std::string read_text(const char* path) {
-  std::ifstream in(path);
-  std::string text, line;
-  while (std::getline(in, line)) text += line + "\n";
-  return text;
+// The kernel's transparent-hugepage setting ("" where there is none, e.g. not Linux).
+std::string thp_setting() {
+  constexpr const char* kPath = "/sys/kernel/mm/transparent_hugepage/enabled";
+  try {
+    return file_exists(kPath) ? read_text_file(kPath) : "";
+  } catch (const Error&) {
+    return "";
+  }
 }
 
 // MemAvailable from /proc/meminfo in bytes (0 when unknown).
@@ -97,8 +101,7 @@ int64_t checkpoint_bytes(const std::string& model_dir) {
 WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir) {
   if (device == "cuda" || flags.off) return WeightPlacement::Mapped;
   if (flags.on) return WeightPlacement::Memory;
-  return auto_weights_on_hugepages(read_text("/sys/kernel/mm/transparent_hugepage/enabled"),
-                                   checkpoint_bytes(model_dir), available_memory_bytes())
+  return flags.auto_copy && auto_weights_on_hugepages(thp_setting(), checkpoint_bytes(model_dir), available_memory_bytes())
              ? WeightPlacement::Memory
              : WeightPlacement::Mapped;
 }

@@ -22,14 +22,17 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 // listing where it looked when none exists.
 std::string resolve_model_dir(const std::string& given);
 
-// --hugepages / --no-hugepages as given (neither: decide by weight_placement's auto rule).
+// --hugepages / --no-hugepages as given; `auto_copy`: what neither means for the command. The
+// long-running ones (chat, serve) and bench decide by auto_weights_on_hugepages; one-shot generate
+// maps, because the copy's seconds at load outweigh the faster decode of a short run.
 struct HugepagesFlags {
   bool on = false, off = false;
+  bool auto_copy = true;
 };
 // Where a command's weights live on the CPU: copied onto 2 MiB pages (WeightPlacement::Memory) or
 // mapped from the checkpoint. --hugepages / --no-hugepages decide; without either, the copy is
-// made when auto_weights_on_hugepages says so for this machine and checkpoint. The GPU uploads the
-// weights once, so it always maps.
+// made when `auto_copy` and auto_weights_on_hugepages say so for this machine and checkpoint. The
+// GPU uploads the weights once, so it always maps.
 WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir);
 // The auto rule: the kernel hands out transparent huge pages (`thp_enabled`, the contents of
 // /sys/kernel/mm/transparent_hugepage/enabled, selects [always] or [madvise]) and the checkpoint's
@@ -39,8 +42,12 @@ bool auto_weights_on_hugepages(const std::string& thp_enabled, int64_t checkpoin
 constexpr const char* kHugepagesHelp =
     "CPU: copy the weights (as stored, or their q8 form with --weights q8) into memory on 2 MiB pages: "
     "faster weight streaming in decode (Jet-Nemotron-2B bf16 on a 2-core EPYC VM: median 12.2 vs 9.8 "
-    "tok/s), a few seconds per GB at load. Default: on when the kernel offers transparent huge pages "
-    "and the weights take at most half of the available memory, else memory-mapped";
+    "tok/s), seconds per GB at load. Default: on when the kernel offers transparent huge pages and the "
+    "weights take at most half of the available memory, else memory-mapped";
+constexpr const char* kHugepagesHelpOptIn =
+    "CPU: copy the weights (as stored, or their q8 form with --weights q8) into memory on 2 MiB pages: "
+    "faster weight streaming in decode (Jet-Nemotron-2B bf16 on a 2-core EPYC VM: median 12.2 vs 9.8 "
+    "tok/s), seconds per GB at load; default: memory-mapped (no copy)";
 constexpr const char* kNoHugepagesHelp = "CPU: use the weights memory-mapped from the checkpoint (no copy)";
 
 // Where the embedded default model lives relative to a jetlm checkout or install prefix.

@@ -475,7 +475,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--threads", gen->threads, "CPU threads (default: all cores)")->check(kPositive);
   cmd->add_option("--weights", gen->weights, "as-stored (default) or q8 (quantize at load time)");
   cmd->add_option("--device", gen->device, "cpu (default) or cuda (a build with JETLM_CUDA=ON and a GPU)");
-  add_hugepages_flags(cmd, gen->hugepages, kHugepagesHelp, kNoHugepagesHelp);
+  gen->hugepages.auto_copy = false;  // one-shot: no copy unless asked for
+  add_hugepages_flags(cmd, gen->hugepages, kHugepagesHelpOptIn, kNoHugepagesHelp);
   gen->sampling.add_to(cmd);
   cmd->callback([gen] {
     gen->model_dir = cli::resolve_model_dir(gen->model_dir);

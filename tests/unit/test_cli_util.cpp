@@ -26,6 +26,9 @@ TEST(WeightPlacementAuto, FlagsAndTheGpuDecide) {
   EXPECT_EQ(weight_placement(HugepagesFlags{false, true}, "cpu", dir), WeightPlacement::Mapped);
   EXPECT_EQ(weight_placement(HugepagesFlags{true, false}, "cuda", dir), WeightPlacement::Mapped);
   EXPECT_EQ(weight_placement(HugepagesFlags{}, "cuda", dir), WeightPlacement::Mapped);
+  // Commands whose default is the map (generate) copy only when asked.
+  EXPECT_EQ(weight_placement(HugepagesFlags{false, false, false}, "cpu", dir), WeightPlacement::Mapped);
+  EXPECT_EQ(weight_placement(HugepagesFlags{true, false, false}, "cpu", dir), WeightPlacement::Memory);
 }
 
 }  // namespace
