@@ -205,17 +205,12 @@ namespace {
 
 // vpmaddubsw multiplies unsigned by signed bytes: |x| * sign(w, x) keeps that form (x is never
 // -128); vpmaddwd then adds the adjacent 16-bit pairs into the block's 8 int32 lanes.
-struct MaddubsDot {
+struct MaddubsDot : YmmPairs<MaddubsDot> {
   __attribute__((always_inline)) static __m256i block(const int8_t* w, const int8_t* x) {
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
     const __m256i products16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
     return _mm256_madd_epi16(products16, _mm256_set1_epi16(1));
-  }
-  __attribute__((always_inline)) static int64_t pairs(const int8_t* w, const uint16_t* ws, const int8_t* xq,
-                                                      const float* x_scales, int64_t full_blocks, __m256& acc0,
-                                                      __m256& acc1) {
-    return pairs_ymm<MaddubsDot>(w, ws, xq, x_scales, full_blocks, acc0, acc1);
   }
 };
 

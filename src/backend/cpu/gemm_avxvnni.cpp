@@ -14,17 +14,12 @@ namespace jetlm::cpu::kernels {
 
 namespace {
 
-struct AvxVnniDot {
+struct AvxVnniDot : YmmPairs<AvxVnniDot> {
   __attribute__((always_inline)) static __m256i block(const int8_t* w, const int8_t* x) {
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
     // unsigned |x| times sign(w, x): the operand form vpdpbusd takes (x is never -128).
     return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
-  }
-  __attribute__((always_inline)) static int64_t pairs(const int8_t* w, const uint16_t* ws, const int8_t* xq,
-                                                      const float* x_scales, int64_t full_blocks, __m256& acc0,
-                                                      __m256& acc1) {
-    return pairs_ymm<AvxVnniDot>(w, ws, xq, x_scales, full_blocks, acc0, acc1);
   }
 };
 

@@ -9,7 +9,8 @@
 //                        int64_t full_blocks, __m256& acc0, __m256& acc1);
 //       blocks 0, 2, 4, ... added into acc0 and 1, 3, 5, ... into acc1, each as
 //       acc = fma(float(block lanes), w_scale * x_scale, acc), for as many whole pairs as it takes;
-//       returns the first block not done. pairs_ymm below is the two-register form.
+//       returns the first block not done. Deriving from YmmPairs<Policy> gives the two-register
+//       form built on block().
 // Mark them always_inline. Only for translation units compiled with AVX2+FMA+F16C; the
 // policies live in their .cpp's anonymous namespace, so each instantiation stays in the file (and
 // target) it was compiled for and the linker never merges copies built for different ISAs.
@@ -54,6 +55,16 @@ __attribute__((always_inline)) inline int64_t pairs_ymm(const int8_t* w, const u
   }
   return b;
 }
+
+// The `pairs` of a policy whose steps are single blocks (CRTP: Dot derives from YmmPairs<Dot>).
+template <class Dot>
+struct YmmPairs {
+  __attribute__((always_inline)) static int64_t pairs(const int8_t* w, const uint16_t* ws, const int8_t* xq,
+                                                      const float* x_scales, int64_t full_blocks, __m256& acc0,
+                                                      __m256& acc1) {
+    return pairs_ymm<Dot>(w, ws, xq, x_scales, full_blocks, acc0, acc1);
+  }
+};
 
 // y[r] = sum over blocks of (wq . xq) * w_scale * x_scale (+ bias[r]) for r < N (the contract of
 // gemv_q8_avx2 in gemm_kernels.h).
