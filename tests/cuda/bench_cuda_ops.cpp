@@ -177,6 +177,36 @@ int main(int argc, char** argv) {
           "T=S=" + std::to_string(T) + " 12/2/128" + (window ? " W=1152" : ""), ms, 0, 4.0 * pairs * Hq * hd);
     }
   }
+  // Prefill attention on tensor cores: one 2048-token chunk against a paged bf16 cache (the
+  // engine's prefill), Jet-Nemotron-2B's 12/2/128 and Qwen3-1.7B's 16/8/128, at the depths of the
+  // --paper prefill rows (the chunk at half the context); both kernels, alternating.
+  for (const int64_t HqP : {int64_t(12), int64_t(16)}) {
+    if (!want("attention")) break;
+    const int64_t HkvP = HqP == 12 ? 2 : 8, T = 2048, page = 64;
+    for (const int64_t pos0 : {int64_t(1024), int64_t(31744), int64_t(130048)}) {
+      const int64_t S = pos0 + T, kv_row = HkvP * hd, pages = (S + page - 1) / page;
+      auto q = random_device(rng, size_t(T * HqP * hd), -2, 2);
+      auto k = random_bf16(rng, size_t(pages * page * kv_row));
+      auto v = random_bf16(rng, size_t(pages * page * kv_row));
+      auto o = random_device(rng, size_t(T * HqP * hd));
+      std::vector<int32_t> table(static_cast<size_t>(pages));
+      for (int64_t i = 0; i < pages; ++i) table[size_t(i)] = int32_t((i * 7919) % pages);  // scattered pages
+      cuda::Buffer<int32_t> d_table(table.data(), table.size());
+      const cuda::KvLayout L{k.data(), v.data(), kv_row, d_table.data(), page, pages, 0, DType::BF16};
+      double pairs = 0;
+      for (int64_t t = 0; t < T; ++t) pairs += double(pos0 + t + 1);
+      for (const char* kernel : {"registers", "wmma", "registers", "wmma"}) {
+        if (std::string(kernel) == "wmma") setenv("JETLM_ATTN_PREFILL", "wmma", 1);
+        else unsetenv("JETLM_ATTN_PREFILL");
+        const double ms = time_ms([&](int) {
+          cuda::attention_prefill_tc(q.data(), L, 0, T, S, HqP, HkvP, hd, pos0, 0, 0, o.data());
+        }, 5, 2);
+        row((std::string("attn prefill tc ") + kernel).c_str(),
+            "T=2048 S=" + std::to_string(S) + (HqP == 12 ? " 12/2/128" : " 16/8/128"), ms, 0, 4.0 * pairs * HqP * hd);
+      }
+      unsetenv("JETLM_ATTN_PREFILL");
+    }
+  }
   for (int64_t S : {int64_t(4096), int64_t(65536)}) {  // decode: one query against S cached keys
     if (!want("attention")) break;
     auto q = random_device(rng, size_t(Hq * hd), -2, 2);

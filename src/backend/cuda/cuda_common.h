@@ -4,6 +4,9 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#endif
 
 #include <cstddef>
 
@@ -51,6 +54,43 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 // Waits until at most N committed groups of this thread are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// 16-byte copy that writes zeros instead when pred is false (nothing is read then).
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool pred) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(pred ? 16 : 0));
+}
+
+// Tensor-core fragments of mma.sync m16n8k16 (bf16 operands, float32 accumulators). With g =
+// lane / 4 and c = lane % 4: A (16 x 16, row-major) a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 =
+// (g, 2c+8..), a3 = (g+8, 2c+8..); B (16 x 8) b0 = (k 2c..2c+1, n g), b1 = (k 2c+8.., n g);
+// C/D (16 x 8) d0,d1 = (g, 2c..2c+1), d2,d3 = (g+8, 2c..2c+1). The lower half of a register holds
+// the element with the smaller index.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8 x 8 bf16 matrices from shared memory: lanes 8i..8i+7 give the row addresses of matrix i
+// (16 bytes each), register i receives matrix i as thread (lane / 4) of a row holding columns
+// 2(lane % 4), +1. TRANS: the matrix is transposed on the way (the thread gets rows 2(lane % 4),
+// +1 of column lane / 4), which turns a row-major [k][n] tile into B fragments.
+template <bool TRANS = false>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  if constexpr (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
 // Programmatic dependent launch (sm_90): once every block of this grid has called it, the next
 // kernel in the stream, if launched with the PDL attribute (the GEMVs), may start and issue its
 // weight loads while this grid finishes; it still waits (griddepcontrol.wait) for this grid's

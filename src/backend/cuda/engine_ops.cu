@@ -350,17 +350,8 @@ void launch_decode(const DecodeParams& p, int64_t B) {
 constexpr int kTcDecodeWarps = 4;
 constexpr int kTcDecodeMinKeys = 32;  // shortest warp-split (decode_splits)
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using detail::mma_bf16_16816;
+using detail::pack_bf16x2;
 
 __device__ __forceinline__ uint4 load_stream16(const __nv_bfloat16* p) {
   return __ldcs(reinterpret_cast<const uint4*>(p));
