@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
 
   // ---- gated delta rule (12 heads, dk 96, dv 256) ----
   const int64_t H = 12, dk = 96, dv = 256;
-  for (int64_t T : {int64_t(1024), int64_t(4096)}) {
+  for (int64_t T : {int64_t(1024), int64_t(2048), int64_t(4096)}) {
     if (!want("gdn")) break;
     auto q = random_device(rng, size_t(T * H * dk), -0.1f, 0.1f);
     auto k = random_device(rng, size_t(T * H * dk), -0.1f, 0.1f);
@@ -237,6 +237,16 @@ int main(int argc, char** argv) {
     // FLOPs of the chunked form: per chunk and head ~ L^2 (2dk + dv) + 4 L dk dv (+ the solve).
     const double flops = double(T / 64) * H * (64.0 * 64 * (2 * dk + dv) * 2 + 4.0 * 64 * dk * dv * 2);
     row("gdn_chunked", "T=" + std::to_string(T) + " 12x96x256", ms, 0, flops);
+    // The tensor-core path the engine takes, with the output split from the state pass and not.
+    for (const char* split : {"1", "0", "1", "0"}) {
+      setenv("JETLM_GDN_SPLIT", split, 1);
+      const double ms_tc = time_ms([&](int) {
+        cuda::gdn_chunked_tc(q.data(), k.data(), v.data(), g.data(), beta.data(), T, H, dk, dv, S.data(), o.data());
+      }, 5, 3);
+      row(split[0] == '1' ? "gdn_chunked_tc split" : "gdn_chunked_tc fused", "T=" + std::to_string(T) + " 12x96x256",
+          ms_tc, 0, flops);
+    }
+    unsetenv("JETLM_GDN_SPLIT");
   }
   if (want("gdn")) {
     auto q = random_device(rng, size_t(H * dk)), k = random_device(rng, size_t(H * dk)), v = random_device(rng, size_t(H * dv));

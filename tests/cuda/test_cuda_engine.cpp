@@ -224,11 +224,24 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     std::vector<float> S_exp = in.S, o_exp(static_cast<size_t>(cs.T * cs.H * cs.dv));
     ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), cs.T, cs.H, cs.dk, cs.dv,
                        S_exp.data(), o_exp.data());
-    auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta), dS = dev(in.S);
-    cuda::Buffer<float> d_o(o_exp.size());
-    cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv, dS.data(),
-                         d_o.data());
-    const double eo = normalized_error(host(d_o), o_exp), es = normalized_error(host(dS), S_exp);
+    auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta);
+    // The output split from the state pass (default) and kept inside it (JETLM_GDN_SPLIT=0): the
+    // same TF32 products in the same order, so the same bits.
+    std::vector<float> o_runs[2], S_runs[2];
+    for (const bool split : {true, false}) {
+      if (split) unsetenv("JETLM_GDN_SPLIT");
+      else setenv("JETLM_GDN_SPLIT", "0", 1);
+      auto dS = dev(in.S);
+      cuda::Buffer<float> d_o(o_exp.size());
+      cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
+                           dS.data(), d_o.data());
+      o_runs[split] = host(d_o);
+      S_runs[split] = host(dS);
+    }
+    unsetenv("JETLM_GDN_SPLIT");
+    EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    const double eo = normalized_error(o_runs[1], o_exp), es = normalized_error(S_runs[1], S_exp);
     EXPECT_LE(eo, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_LE(es, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     if (cs.tc) {

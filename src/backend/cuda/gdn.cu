@@ -11,6 +11,8 @@
 // overflow; (I + M)^{-1} is applied by forward substitution, column by column, as the CPU does.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 
 #include <cooperative_groups.h>
 #include <mma.h>
@@ -142,6 +144,9 @@ struct ChunkWork {
   // Tensor-core state pass only (null otherwise): decays folded into the operands.
   float* Qg = nullptr;  // [nc, H, 64, dk]  e^{G_t} q_t
   float* Kd = nullptr;  // [nc, H, 64, dk]  e^{G_last - G_t} k_t
+  // Split state pass only (null otherwise): what the output kernel needs from the pass.
+  float* Sc = nullptr;  // [nc, H, dk, dv]  the state at the chunk's start
+  float* Dl = nullptr;  // [nc, H, 64, dv]  delta = U - W S_c
 };
 
 // Row strides of the prep kernel's shared tiles: q/k rows padded to a 16-byte multiple (+4 floats
@@ -517,6 +522,10 @@ __device__ __forceinline__ void copy_tile_async(float* dst, int dst_ld, const fl
   }
 }
 
+// SPLIT_O: the pass only carries the state: it writes each chunk's starting state (work.Sc) and
+// delta (work.Dl) and leaves o to gdn_output_tc_kernel, which runs all chunks in parallel. Its
+// per-chunk critical path loses the two o products and the e^G q and P copies.
+template <bool SPLIT_O>
 __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
                                                            ChunkWork work, float* __restrict__ S,
                                                            float* __restrict__ o) {
@@ -546,9 +555,9 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   auto load_b = [&](int64_t c) {
     if (c < nc) {
       const int64_t blk = c * H + h;
-      copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
+      if constexpr (!SPLIT_O) copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
       copy_tile_async(Kd_s, ldk, work.Kd + blk * kChunk * dk, dki, kChunk, dki);
-      copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
+      if constexpr (!SPLIT_O) copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
     }
     detail::cp_async_commit();
   };
@@ -564,6 +573,13 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}: G is flat past the last token
     detail::cp_async_wait<1>();
     __syncthreads();  // group A of this chunk landed (and S_s / D_s are free)
+    if constexpr (SPLIT_O) {  // the chunk's starting state, for the output kernel
+      float* Sc = work.Sc + blk * dk * dv + c0;
+      for (int i = threadIdx.x; i < dki * (kTcCols / 4); i += blockDim.x) {
+        const int r = i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
+        *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * kTcLd + c4);
+      }
+    }
 
     // delta rows r0.. = U - W S
     FragC ws, u;
@@ -573,6 +589,8 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
 #pragma unroll
     for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
     wmma::store_matrix_sync(D_s + r0 * kTcLd, u, kTcLd, wmma::mem_row_major);
+    if constexpr (SPLIT_O)
+      wmma::store_matrix_sync(work.Dl + (blk * kChunk + r0) * dv + c0, u, unsigned(dv), wmma::mem_row_major);
     __syncthreads();  // every row of delta written; W_s / U_s free
     load_a(c + 1);
     detail::cp_async_wait<1>();
@@ -580,10 +598,12 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
 
     // o rows r0.. = (e^G q) S + P delta (P is lower triangular: columns j < r0 + 16 only)
     FragC oc;
-    wmma::fill_fragment(oc, 0.0f);
-    mma_tf32<wmma::row_major, true>(oc, Qg_s + r0 * ldk, unsigned(ldk), 1, S_s, kTcLd, dki);
-    mma_tf32<wmma::row_major, true>(oc, P_s + r0 * kTcLdP, kTcLdP, 1, D_s, kTcLd, r0 + 16);
-    __syncthreads();  // every read of S done
+    if constexpr (!SPLIT_O) {
+      wmma::fill_fragment(oc, 0.0f);
+      mma_tf32<wmma::row_major, true>(oc, Qg_s + r0 * ldk, unsigned(ldk), 1, S_s, kTcLd, dki);
+      mma_tf32<wmma::row_major, true>(oc, P_s + r0 * kTcLdP, kTcLdP, 1, D_s, kTcLd, r0 + 16);
+      __syncthreads();  // every read of S done
+    }
 
     // S = e^{G_L} S + Kd^T delta: row tiles of 16 state rows, round-robin over the warps.
     for (int i0 = r0; i0 < dki; i0 += 64) {
@@ -597,6 +617,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     }
     __syncthreads();  // every read of delta done; Qg_s / Kd_s / P_s free
     load_b(c + 1);
+    if constexpr (SPLIT_O) continue;
     // The warp's own 16 output rows go through its rows of D_s (no other warp touches them
     // until the next chunk's first barrier).
     wmma::store_matrix_sync(D_s + r0 * kTcLd, oc, kTcLd, wmma::mem_row_major);
@@ -613,6 +634,55 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   __syncthreads();
   for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
     Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+}
+
+// The output of the split pass, all chunks in parallel: block = (chunk, head, 64 value columns),
+// 4 warps, warp w rows 16w..16w+15: o = (e^G q) S_c + P delta_c with S_c, delta_c the pass's
+// per-chunk state and delta. The same TF32 products in the same order as the fused pass, so o
+// has the same bits.
+constexpr int kOutCols = 64;
+constexpr int kOutLd = kOutCols + 4;
+size_t output_tc_floats(int64_t dk) {
+  return size_t(kChunk * (dk + 4) + kChunk * kTcLdP + dk * kOutLd + 2 * kChunk * kOutLd);
+}
+
+__global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                                            ChunkWork work, float* __restrict__ o) {
+  using namespace nvcuda;
+  extern __shared__ __align__(128) float smo[];
+  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  float* Qg_s = smo;                       // [64][dk+4]
+  float* P_s = Qg_s + kChunk * ldk;        // [64][68]
+  float* S_s = P_s + kChunk * kTcLdP;      // [dk][68]
+  float* D_s = S_s + dk * kOutLd;          // [64][68]
+  float* O_s = D_s + kChunk * kOutLd;      // [64][68]
+  const int64_t c = blockIdx.x, h = blockIdx.y, col0 = int64_t(blockIdx.z) * kOutCols;
+  const int cols = int(min(int64_t(kOutCols), dv - col0));  // a multiple of 16
+  const int64_t blk = c * H + h, t0 = c * kChunk;
+  const int64_t L = min(int64_t(kChunk), T - t0);
+  copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
+  copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
+  copy_tile_async(S_s, kOutLd, work.Sc + blk * dk * dv + col0, dvi, dki, cols);
+  copy_tile_async(D_s, kOutLd, work.Dl + blk * kChunk * dv + col0, dvi, kChunk, cols);
+  detail::cp_async_commit();
+  detail::cp_async_wait<0>();
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r0 = warp * 16;
+  for (int ct = 0; ct < cols / 16; ++ct) {
+    TcAcc oc;
+    wmma::fill_fragment(oc, 0.0f);
+    mma_tf32<wmma::row_major, true>(oc, Qg_s + r0 * ldk, unsigned(ldk), 1, S_s + ct * 16, kOutLd, dki);
+    mma_tf32<wmma::row_major, true>(oc, P_s + r0 * kTcLdP, kTcLdP, 1, D_s + ct * 16, kOutLd, r0 + 16);
+    wmma::store_matrix_sync(O_s + r0 * kOutLd + ct * 16, oc, kOutLd, wmma::mem_row_major);
+  }
+  __syncwarp();
+  for (int i = lane; i < 16 * (cols / 4); i += 32) {  // the warp's own rows
+    const int t = r0 + i / (cols / 4), c4 = (i % (cols / 4)) * 4;
+    if (t < L)
+      *reinterpret_cast<float4*>(o + ((t0 + t) * H + h) * dv + col0 + c4) =
+          *reinterpret_cast<const float4*>(O_s + t * kOutLd + c4);
+  }
 }
 
 // Batch decode of one head per block, with the JetBlock's gated output norm fused in: the block
@@ -1017,6 +1087,12 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
+// JETLM_GDN_SPLIT=0 keeps the output inside the sequential state pass (A/B runs).
+bool gdn_split_output() {
+  const char* v = std::getenv("JETLM_GDN_SPLIT");
+  return !(v && std::string_view(v) == "0");
+}
+
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
                     int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
   JETLM_ASSERT(dk >= 1 && dv >= 1 && H >= 1 && H <= 65535);
@@ -1039,8 +1115,22 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
                                                                                      work);
   JETLM_CUDA_CHECK_LAUNCH();
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel), smem2);
-  gdn_state_tc_kernel<<<dim3(unsigned(dv / kTcCols), unsigned(H)), 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+  const dim3 state_grid(unsigned(dv / kTcCols), unsigned(H));
+  const size_t smem3 = sizeof(float) * output_tc_floats(dk);
+  if (!gdn_split_output() || smem3 > detail::max_shared_per_block()) {
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<false>), smem2);
+    gdn_state_tc_kernel<false><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+    JETLM_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  work.Sc = static_cast<float*>(detail::workspace(15, sizeof(float) * size_t(nc * H) * size_t(dk * dv)));
+  work.Dl = static_cast<float*>(detail::workspace(16, sizeof(float) * per * size_t(dv)));
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
+  gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+  JETLM_CUDA_CHECK_LAUNCH();
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
+  const dim3 out_grid(unsigned(nc), unsigned(H), unsigned((dv + kOutCols - 1) / kOutCols));
+  gdn_output_tc_kernel<<<out_grid, 128, smem3, stream()>>>(T, H, dk, dv, work, o);
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -33,7 +33,7 @@ struct Scratch {
   void* p = nullptr;
   size_t bytes = 0;
 };
-std::vector<Scratch> g_scratch(15);
+std::vector<Scratch> g_scratch(17);
 uint64_t g_workspace_generation = 0;
 void* g_cublas_workspace = nullptr;
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
