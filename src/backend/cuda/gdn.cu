@@ -180,14 +180,6 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* 
   const int tid = threadIdx.x;
   const int64_t blk = c * H + h;
 
-  if (tid == 0) {
-    double cum = 0.0;  // padded tokens: g = 0, so G stays at the last real token's value
-    for (int t = 0; t < kChunk; ++t) {
-      if (t < L) cum += double(g[(t0 + t) * H + h]);
-      G_s[t] = cum;
-    }
-  }
-  if (tid < kChunk) b_s[tid] = tid < L ? beta[(t0 + tid) * H + h] : 0.0f;
   const int ldi = int(ld);
   for (int i = tid; i < kChunk * ldi; i += blockDim.x) {
     const int t = i / ldi, d = i - t * ldi;
@@ -197,6 +189,20 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* 
     detail::cp_async4(q_s + i, q + off, ok);
   }
   detail::cp_async_commit();
+  // g through shared memory (eL_s until the cumulative sum is taken): one thread loading the
+  // chunk's 64 g values itself waited for each load in turn (~20 us per block).
+  if (tid < kChunk) {
+    b_s[tid] = tid < L ? beta[(t0 + tid) * H + h] : 0.0f;
+    eL_s[tid] = tid < L ? g[(t0 + tid) * H + h] : 0.0f;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    double cum = 0.0;  // padded tokens: g = 0, so G stays at the last real token's value
+    for (int t = 0; t < kChunk; ++t) {
+      if (t < L) cum += double(eL_s[t]);
+      G_s[t] = cum;
+    }
+  }
   detail::cp_async_wait<0>();
   __syncthreads();
   if (tid < kChunk) {
