@@ -226,27 +226,33 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
                        S_exp.data(), o_exp.data());
     auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta);
     // The output split from the state pass (default) and kept inside it (JETLM_GDN_SPLIT=0): the
-    // same TF32 products in the same order, so the same bits.
-    std::vector<float> o_runs[2], S_runs[2];
-    for (const bool split : {true, false}) {
-      if (split) unsetenv("JETLM_GDN_SPLIT");
-      else setenv("JETLM_GDN_SPLIT", "0", 1);
+    // same TF32 products in the same order, so the same bits. Run 2: the prep kernel's dot
+    // products on CUDA cores (JETLM_GDN_PREP_TC=0) instead of split TF32 tensor-core products.
+    std::vector<float> o_runs[3], S_runs[3];
+    for (int run = 0; run < 3; ++run) {
+      setenv("JETLM_GDN_SPLIT", run == 1 ? "0" : "1", 1);
+      setenv("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1", 1);
       auto dS = dev(in.S);
       cuda::Buffer<float> d_o(o_exp.size());
       cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
                            dS.data(), d_o.data());
-      o_runs[split] = host(d_o);
-      S_runs[split] = host(dS);
+      o_runs[run] = host(d_o);
+      S_runs[run] = host(dS);
     }
     unsetenv("JETLM_GDN_SPLIT");
+    unsetenv("JETLM_GDN_PREP_TC");
     EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    const double eo = normalized_error(o_runs[1], o_exp), es = normalized_error(S_runs[1], S_exp);
+    const double eo = normalized_error(o_runs[0], o_exp), es = normalized_error(S_runs[0], S_exp);
+    const double eo2 = normalized_error(o_runs[2], o_exp), es2 = normalized_error(S_runs[2], S_exp);
     EXPECT_LE(eo, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_LE(es, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    EXPECT_LE(eo2, 1e-2) << "CUDA-core prep, T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    EXPECT_LE(es2, 1e-2) << "CUDA-core prep, T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     if (cs.tc) {
       EXPECT_GE(eo, 1e-7) << "TF32 operands should leave a visible rounding error";
     }
+    std::printf("  CUDA-core prep dots: o error %.2e, S error %.2e\n", eo2, es2);
     std::printf("  gdn_chunked_tc T %ld H %ld dk %ld dv %ld%s: o error %.2e, S error %.2e\n", long(cs.T), long(cs.H),
                 long(cs.dk), long(cs.dv), cs.strong ? " strong decay" : "", eo, es);
   }

@@ -155,23 +155,69 @@ __host__ __device__ inline int64_t prep_ld(int64_t dk) { return (dk + 3) / 4 * 4
 constexpr int kPrepLdM = kChunk + 4;
 
 size_t prep_smem(int64_t dk) {
-  return sizeof(float) * size_t(2 * kChunk * prep_ld(dk) + kChunk * kPrepLdM + 3 * kChunk) + sizeof(double) * kChunk;
+  return sizeof(float) * size_t(2 * kChunk * prep_ld(dk) + 2 * kChunk * kPrepLdM + 3 * kChunk) +
+         sizeof(double) * kChunk;
 }
 
-// Block = (chunk, head), 2 blocks per SM (128 registers a thread; ~70 KB of shared memory at
+// k_t.k_j and q_t.k_j of a chunk (16 x 16 tiles with ti >= tj; the upper tiles are not needed) on
+// tensor cores with three TF32 products per step (a_lo b_hi + a_hi b_lo + a_hi b_hi: the split
+// keeps ~fp32 accuracy, the M these feed is inverted by the forward substitution). Rows of k_s /
+// q_s with stride ld (pad columns zero); results to KK_s / QK_s with stride kPrepLdM.
+__device__ void prep_dots_tc(const float* k_s, const float* q_s, int64_t ld, int64_t dk, float* KK_s, float* QK_s) {
+  using namespace nvcuda;
+  constexpr int kTri = (kChunk / 16) * (kChunk / 16 + 1) / 2;  // lower tiles per product
+  const int steps = int((dk + 7) / 8);
+  for (int tile = int(threadIdx.x) / 32; tile < 2 * kTri; tile += int(blockDim.x) / 32) {
+    const int prod = tile / kTri;
+    int tri = tile % kTri, ti = 0;
+    while (tri > ti) tri -= ++ti;  // tri -> (ti, tj = tri), tj <= ti
+    const int tj = tri;
+    const float* A = (prod == 0 ? k_s : q_s) + ti * 16 * ld;
+    const float* B = k_s + tj * 16 * ld;  // B[d][j] = k_j[d]: column-major with stride ld
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int st = 0; st < steps; ++st) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a_hi, a_lo;
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b_hi, b_lo;
+      wmma::load_matrix_sync(a_hi, A + st * 8, unsigned(ld));
+      wmma::load_matrix_sync(b_hi, B + st * 8, unsigned(ld));
+#pragma unroll
+      for (int i = 0; i < a_hi.num_elements; ++i) {
+        const float x = a_hi.x[i];
+        a_hi.x[i] = wmma::__float_to_tf32(x);
+        a_lo.x[i] = wmma::__float_to_tf32(x - a_hi.x[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < b_hi.num_elements; ++i) {
+        const float x = b_hi.x[i];
+        b_hi.x[i] = wmma::__float_to_tf32(x);
+        b_lo.x[i] = wmma::__float_to_tf32(x - b_hi.x[i]);
+      }
+      wmma::mma_sync(acc, a_lo, b_hi, acc);
+      wmma::mma_sync(acc, a_hi, b_lo, acc);
+      wmma::mma_sync(acc, a_hi, b_hi, acc);
+    }
+    wmma::store_matrix_sync((prod == 0 ? KK_s : QK_s) + ti * 16 * kPrepLdM + tj * 16, acc, kPrepLdM,
+                            wmma::mem_row_major);
+  }
+}
+
+// Block = (chunk, head), 2 blocks per SM (128 registers a thread; ~87 KB of shared memory at
 // dk 96): the forward substitution keeps its column in registers instead of a per-thread column
 // of shared memory (which had held the kernel to one block per SM).
 __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ g,
                                                                 const float* __restrict__ beta, int64_t T, int64_t H,
-                                                                int64_t dk, int64_t dv, ChunkWork work) {
-  extern __shared__ double smd[];
+                                                                int64_t dk, int64_t dv, ChunkWork work,
+                                                                bool dots_tc) {
+  extern __shared__ __align__(128) double smd[];
   const int64_t ld = prep_ld(dk);
   double* G_s = smd;                                           // [64]
   float* k_s = reinterpret_cast<float*>(G_s + kChunk);         // [64][ld] (pad columns zero)
   float* q_s = k_s + kChunk * ld;                              // [64][ld]
-  float* M_s = q_s + kChunk * ld;                              // [64][68]
-  float* b_s = M_s + kChunk * kPrepLdM;                        // [64] beta
+  float* M_s = q_s + kChunk * ld;                              // [64][68] (k_t.k_j first, with dots_tc)
+  float* QK_s = M_s + kChunk * kPrepLdM;                       // [64][68] q_t.k_j (dots_tc)
+  float* b_s = QK_s + kChunk * kPrepLdM;                       // [64] beta
   float* eG_s = b_s + kChunk;                                  // [64] e^{G_t}
   float* eL_s = eG_s + kChunk;                                 // [64] e^{G_last - G_t}
   const int64_t c = blockIdx.x, h = blockIdx.y;
@@ -225,21 +271,32 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* 
       Kd[i] = nvcuda::wmma::__float_to_tf32(eL_s[t] * k_s[t * ld + d]);
     }
   }
-  // P and M: a warp shares t (broadcast reads of q_t, k_t), lanes take different j.
+  // P and M: a warp shares t (broadcast reads of q_t, k_t), lanes take different j. With dots_tc
+  // the dot products come from the tensor cores (M_s / QK_s; each element is read and rewritten
+  // by the one thread that owns it).
+  if (dots_tc) {
+    prep_dots_tc(k_s, q_s, ld, dk, M_s, QK_s);
+    __syncthreads();
+  }
   float* P = work.P + blk * kChunk * kChunk;
   const int n4 = int((dk + 3) / 4);  // columns past dk are zero
   for (int idx = tid; idx < kChunk * kChunk; idx += blockDim.x) {
     const int t = idx / kChunk, j = idx % kChunk;
     float mval = 0.0f, pval = 0.0f;
     if (j <= t) {
-      const float4* kt = reinterpret_cast<const float4*>(k_s + t * ld);
-      const float4* qt = reinterpret_cast<const float4*>(q_s + t * ld);
-      const float4* kj = reinterpret_cast<const float4*>(k_s + j * ld);
       float kk = 0.0f, qk = 0.0f;
-      for (int d4 = 0; d4 < n4; ++d4) {
-        const float4 a = kt[d4], b = qt[d4], x = kj[d4];
-        kk += a.x * x.x + a.y * x.y + a.z * x.z + a.w * x.w;
-        qk += b.x * x.x + b.y * x.y + b.z * x.z + b.w * x.w;
+      if (dots_tc) {
+        kk = M_s[t * kPrepLdM + j];
+        qk = QK_s[t * kPrepLdM + j];
+      } else {
+        const float4* kt = reinterpret_cast<const float4*>(k_s + t * ld);
+        const float4* qt = reinterpret_cast<const float4*>(q_s + t * ld);
+        const float4* kj = reinterpret_cast<const float4*>(k_s + j * ld);
+        for (int d4 = 0; d4 < n4; ++d4) {
+          const float4 a = kt[d4], b = qt[d4], x = kj[d4];
+          kk += a.x * x.x + a.y * x.y + a.z * x.z + a.w * x.w;
+          qk += b.x * x.x + b.y * x.y + b.z * x.z + b.w * x.w;
+        }
       }
       // The difference in float64 (G may be large), its exp (<= 1) in float32.
       const float decay = expf(float(G_s[t] - G_s[j]));
@@ -1086,11 +1143,17 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_kernel), smem2);
   gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
-                                                                                     work);
+                                                                                     work, false);
   JETLM_CUDA_CHECK_LAUNCH();
   gdn_state_kernel<<<dim3(unsigned((dv + kCols - 1) / kCols), unsigned(H)), kStateThreads, smem2, stream()>>>(
       q, k, T, H, dk, dv, stages, work, S, o);
   JETLM_CUDA_CHECK_LAUNCH();
+}
+
+// JETLM_GDN_PREP_TC=0 takes the prep kernel's dot products on CUDA cores (A/B runs).
+bool gdn_prep_dots_tc() {
+  const char* v = std::getenv("JETLM_GDN_PREP_TC");
+  return !(v && std::string_view(v) == "0");
 }
 
 // JETLM_GDN_SPLIT=0 keeps the output inside the sequential state pass (A/B runs).
@@ -1119,7 +1182,7 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   work.Kd = static_cast<float*>(detail::workspace(11, sizeof(float) * per * size_t(dk)));
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
   gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
-                                                                                     work);
+                                                                                     work, gdn_prep_dots_tc());
   JETLM_CUDA_CHECK_LAUNCH();
   const dim3 state_grid(unsigned(dv / kTcCols), unsigned(H));
   const size_t smem3 = sizeof(float) * output_tc_floats(dk);
