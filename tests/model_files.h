@@ -26,6 +26,19 @@ inline nlohmann::json tiny_jet_config() {
       "swa": {"window_size": 5}}})");
 }
 
+// A small JetBlock model for q8 tests: hidden 256 (a multiple of the 32-weight q8 blocks), two
+// JetBlock layers around one attention layer, head dims the GPU kernels take.
+inline ModelConfig small_q8_jet_config(int vocab) {
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 0, "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["jet", "attn", "jet"],
+    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
+      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}}})");
+  j["vocab_size"] = vocab;
+  return parse_model_config(j, "test config");
+}
+
 inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }

@@ -24,6 +24,7 @@
 #include "golden/golden_data.h"
 #include "jetlm/model.h"
 #include "model/config.h"
+#include "model_files.h"
 #include "test_util.h"
 
 namespace jetlm {
@@ -673,13 +674,7 @@ TEST(CudaEngine, TensorCoreDecodeOfABf16ModelMatchesTheCpuEngine) {
 // GEMVs compute it. Batch 1 (fused decode) and a batch of 2.
 TEST(CudaEngine, Q8ModelMatchesTheCpuEngine) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = parse_model_config(nlohmann::json::parse(R"({
-    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 3,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 500, "rms_norm_eps": 1e-6,
-    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["jet", "attn", "jet"],
-    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
-      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}}})"),
-                                                "test config");
+  const ModelConfig config = test::small_q8_jet_config(500);
   const auto model = Model::random(config, DType::I8, 17);
   cuda::CudaModelOptions opt;
   opt.max_slots = 3;

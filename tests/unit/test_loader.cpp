@@ -200,13 +200,7 @@ TEST_F(BadInput, InMemoryQ8WeightsEqualMappedQ8AndDoNotNeedTheFile) {
 // the model is made must not change its logits (before the fix: a use after free, which gave NaN
 // logits and an invalid greedy token on the GPU).
 TEST(RandomModel, Q8OwnsTheMatricesItKeepsInBf16) {
-  const ModelConfig config = parse_model_config(json::parse(R"({
-    "model_type": "jet_nemotron", "hidden_size": 256, "intermediate_size": 384, "num_hidden_layers": 3,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "rms_norm_eps": 1e-6,
-    "rope_theta": 10000.0, "tie_word_embeddings": true, "layer_types": ["jet", "attn", "jet"],
-    "efficient_attention_config": {"jet": {"num_heads": 2, "head_dim": 32, "expand_v": 2, "conv_size": 4,
-      "dconv_generator_reduction": 8, "norm_eps": "1e-5"}}})"),
-                                                "test config");
+  const ModelConfig config = test::small_q8_jet_config(300);
   const auto model = Model::random(config, DType::I8, 17);
   const int32_t ids[] = {3, 141, 59, 26, 5};
   const auto logits = [&] {
