@@ -38,6 +38,28 @@ inline std::vector<float> random_vector(std::mt19937& rng, size_t n, float lo = 
   return v;
 }
 
+// Sets (value != nullptr) or unsets an environment variable for one scope and puts back what was
+// there before: A/B switches read per call, set by a test without leaking into the next one.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old) old_ = old, had_ = true;
+    set(value);
+  }
+  ~ScopedEnv() { set(had_ ? old_.c_str() : nullptr); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  void set(const char* value) {
+    if (value) setenv(name_.c_str(), value, 1);
+    else unsetenv(name_.c_str());
+  }
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // Where the test data lives (set by CMake; JETLM_SOURCE_DIR in the environment overrides it, for
 // test binaries carried to another machine).
 inline std::string source_dir() {

@@ -141,10 +141,10 @@ TEST(CudaEngineOps, DecodeAttentionPagedAndRing) {
 
 // The pool in float32 and in bf16 gives the same output (the kernels round K/V to bf16 themselves),
 // within 2e-2 of the reference on the unrounded K/V (bf16 q and probabilities). Head dims 64 and
-// 128 run twice: the register kernel (default) and the shared-memory-accumulator kernel
-// (JETLM_ATTN_PREFILL=wmma), which takes every other head dim. The larger cases span several
-// double-buffered key tiles, a window that starts inside a tile, and GQA groups that do not
-// divide the 64-row blocks.
+// 128 run twice: the register kernel (JETLM_ATTN_PREFILL=registers) and the shared-memory-
+// accumulator kernel (JETLM_ATTN_PREFILL=wmma), which takes every other head dim. The larger
+// cases span several double-buffered key tiles, a window that starts inside a tile, and GQA
+// groups that do not divide the 64-row blocks.
 TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(21);
@@ -188,8 +188,8 @@ TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
     L.page_table = cs.page > 0 ? dtable.data() : nullptr;
     for (const std::string kernel : {"registers", "wmma"}) {
       if (kernel == "wmma" && cs.hd != 64 && cs.hd != 128) continue;  // the only kernel for these
-      if (kernel == "wmma") setenv("JETLM_ATTN_PREFILL", "wmma", 1);
-      else unsetenv("JETLM_ATTN_PREFILL");
+      const bool both = cs.hd == 64 || cs.hd == 128;
+      const test::ScopedEnv pick("JETLM_ATTN_PREFILL", both ? kernel.c_str() : nullptr);
       std::vector<float> outputs[2];
       for (const DType kv_dtype : {DType::F32, DType::BF16}) {
         auto dk = kv_pool(kp, kv_dtype), dv = kv_pool(vp, kv_dtype);
@@ -209,7 +209,6 @@ TEST(CudaEngineOps, TensorCorePrefillAttentionPagedAndContiguous) {
       std::printf("  tc attention (%s) T %ld S %ld Hq %ld Hkv %ld hd %ld window %ld: error %.2e\n", kernel.c_str(),
                   long(cs.T), long(S), long(cs.Hq), long(cs.Hkv), long(cs.hd), long(cs.window), err);
     }
-    unsetenv("JETLM_ATTN_PREFILL");
   }
 }
 
@@ -226,13 +225,13 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), cs.T, cs.H, cs.dk, cs.dv,
                        S_exp.data(), o_exp.data());
     auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta);
-    // The output split from the state pass (default) and kept inside it (JETLM_GDN_SPLIT=0): the
-    // same TF32 products in the same order, so the same bits. Run 2: the prep kernel's dot
-    // products on CUDA cores (JETLM_GDN_PREP_TC=0) instead of split TF32 tensor-core products.
+    // The output split from the state pass (JETLM_GDN_SPLIT=1) and kept inside it (=0): the same
+    // TF32 products in the same order, so the same bits. Run 2: the prep kernel's dot products on
+    // CUDA cores (JETLM_GDN_PREP_TC=0) instead of split TF32 tensor-core products (=1).
     std::vector<float> o_runs[3], S_runs[3];
     for (int run = 0; run < 3; ++run) {
-      setenv("JETLM_GDN_SPLIT", run == 1 ? "0" : "1", 1);
-      setenv("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1", 1);
+      const test::ScopedEnv split("JETLM_GDN_SPLIT", run == 1 ? "0" : "1");
+      const test::ScopedEnv prep("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1");
       auto dS = dev(in.S);
       cuda::Buffer<float> d_o(o_exp.size());
       cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
@@ -240,8 +239,6 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
       o_runs[run] = host(d_o);
       S_runs[run] = host(dS);
     }
-    unsetenv("JETLM_GDN_SPLIT");
-    unsetenv("JETLM_GDN_PREP_TC");
     EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     const double eo = normalized_error(o_runs[0], o_exp), es = normalized_error(S_runs[0], S_exp);

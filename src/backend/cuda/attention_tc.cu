@@ -457,10 +457,14 @@ void launch_fa(const TcParams& p) {
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-// JETLM_ATTN_PREFILL=wmma keeps the shared-memory-accumulator kernel for A/B runs.
+// JETLM_ATTN_PREFILL=registers|wmma picks the kernel for head dims 64 and 128 (A/B runs).
+// The register kernel is the default once it has passed the engine tests on a GPU.
+constexpr bool kRegisterPrefillByDefault = false;
 bool prefill_attention_in_registers() {
   const char* v = std::getenv("JETLM_ATTN_PREFILL");
-  return !(v && std::string_view(v) == "wmma");
+  if (v && std::string_view(v) == "registers") return true;
+  if (v && std::string_view(v) == "wmma") return false;
+  return kRegisterPrefillByDefault;
 }
 
 template <int HDP>

@@ -1150,17 +1150,19 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-// JETLM_GDN_PREP_TC=0 takes the prep kernel's dot products on CUDA cores (A/B runs).
-bool gdn_prep_dots_tc() {
-  const char* v = std::getenv("JETLM_GDN_PREP_TC");
-  return !(v && std::string_view(v) == "0");
+// A/B switches of the chunked delta rule, "1" or "0": JETLM_GDN_PREP_TC (the prep kernel's dot
+// products on tensor cores) and JETLM_GDN_SPLIT (the output split from the state pass). Each
+// becomes the default once it has passed the engine tests on a GPU.
+constexpr bool kPrepDotsTcByDefault = false;
+constexpr bool kSplitOutputByDefault = false;
+bool env_switch(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v && std::string_view(v) == "1") return true;
+  if (v && std::string_view(v) == "0") return false;
+  return fallback;
 }
-
-// JETLM_GDN_SPLIT=0 keeps the output inside the sequential state pass (A/B runs).
-bool gdn_split_output() {
-  const char* v = std::getenv("JETLM_GDN_SPLIT");
-  return !(v && std::string_view(v) == "0");
-}
+bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
+bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
                     int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
