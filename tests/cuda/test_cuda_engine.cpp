@@ -219,19 +219,27 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
   struct Case { int64_t T, H, dk, dv; bool strong; bool tc; };
   for (const Case cs : {Case{64, 2, 32, 48, false, true}, Case{200, 3, 96, 256, false, true},
                         Case{130, 2, 64, 64, true, true}, Case{1000, 1, 128, 128, false, true},
-                        Case{77, 2, 24, 40, false, false}}) {
+                        Case{300, 2, 48, 96, true, true}, Case{77, 2, 24, 40, false, false}}) {
     test::GdnInputs in = test::gdn_inputs(rng, cs.T, cs.H, cs.dk, cs.dv, cs.strong);
     std::vector<float> S_exp = in.S, o_exp(static_cast<size_t>(cs.T * cs.H * cs.dv));
     ref::gdn_recurrent(in.q.data(), in.k.data(), in.v.data(), in.g.data(), in.beta.data(), cs.T, cs.H, cs.dk, cs.dv,
                        S_exp.data(), o_exp.data());
     auto dq = dev(in.q), dkk = dev(in.k), dvv = dev(in.v), dg = dev(in.g), db = dev(in.beta);
-    // The output split from the state pass (JETLM_GDN_SPLIT=1) and kept inside it (=0): the same
-    // TF32 products in the same order, so the same bits. Run 2: the prep kernel's dot products on
-    // CUDA cores (JETLM_GDN_PREP_TC=0) instead of split TF32 tensor-core products (=1).
-    std::vector<float> o_runs[3], S_runs[3];
-    for (int run = 0; run < 3; ++run) {
+    // Runs (switch values, defaults otherwise):
+    //  0 defaults: output split from the state pass (16 value columns per block), prep dots on
+    //    tensor cores, W/U from the inverse of I + M;
+    //  1 JETLM_GDN_SPLIT=0: the output inside the 16-column state pass (same TF32 products in the
+    //    same order, so the same bits as 0);
+    //  2 JETLM_GDN_PREP_TC=0: the prep kernel's dot products on CUDA cores;
+    //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column;
+    //  4 JETLM_GDN_STATE_WIDE=1: the split state pass with 64 or 32 columns per block (same bits).
+    constexpr int kRuns = 5;
+    std::vector<float> o_runs[kRuns], S_runs[kRuns];
+    for (int run = 0; run < kRuns; ++run) {
       const test::ScopedEnv split("JETLM_GDN_SPLIT", run == 1 ? "0" : "1");
       const test::ScopedEnv prep("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1");
+      const test::ScopedEnv inverse("JETLM_GDN_PREP_INV", run == 3 ? "0" : "1");
+      const test::ScopedEnv wide("JETLM_GDN_STATE_WIDE", run == 4 ? "1" : "0");
       auto dS = dev(in.S);
       cuda::Buffer<float> d_o(o_exp.size());
       cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
@@ -239,20 +247,21 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
       o_runs[run] = host(d_o);
       S_runs[run] = host(dS);
     }
-    EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    const double eo = normalized_error(o_runs[0], o_exp), es = normalized_error(S_runs[0], S_exp);
-    const double eo2 = normalized_error(o_runs[2], o_exp), es2 = normalized_error(S_runs[2], S_exp);
-    EXPECT_LE(eo, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    EXPECT_LE(es, 1e-2) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    EXPECT_LE(eo2, 1e-2) << "CUDA-core prep, T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    EXPECT_LE(es2, 1e-2) << "CUDA-core prep, T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    if (cs.tc) {
-      EXPECT_GE(eo, 1e-7) << "TF32 operands should leave a visible rounding error";
+    for (int run : {1, 4}) {
+      EXPECT_EQ(o_runs[0], o_runs[run]) << "run " << run << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+      EXPECT_EQ(S_runs[0], S_runs[run]) << "run " << run << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     }
-    std::printf("  CUDA-core prep dots: o error %.2e, S error %.2e\n", eo2, es2);
-    std::printf("  gdn_chunked_tc T %ld H %ld dk %ld dv %ld%s: o error %.2e, S error %.2e\n", long(cs.T), long(cs.H),
-                long(cs.dk), long(cs.dv), cs.strong ? " strong decay" : "", eo, es);
+    const char* names[kRuns] = {"default", "fused output", "CUDA-core prep dots", "substitution prep", "wide pass"};
+    for (int run : {0, 2, 3}) {
+      const double eo = normalized_error(o_runs[run], o_exp), es = normalized_error(S_runs[run], S_exp);
+      EXPECT_LE(eo, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+      EXPECT_LE(es, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+      if (cs.tc && run == 0) {
+        EXPECT_GE(eo, 1e-7) << "TF32 operands should leave a visible rounding error";
+      }
+      std::printf("  gdn_chunked_tc T %ld H %ld dk %ld dv %ld%s, %s: o error %.2e, S error %.2e\n", long(cs.T),
+                  long(cs.H), long(cs.dk), long(cs.dv), cs.strong ? " strong decay" : "", names[run], eo, es);
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string_view>
+#include <type_traits>
 
 #include <cooperative_groups.h>
 #include <mma.h>
@@ -158,15 +159,46 @@ size_t prep_smem(int64_t dk) {
   return sizeof(float) * size_t(2 * kChunk * prep_ld(dk) + 2 * kChunk * kPrepLdM + 3 * kChunk) +
          sizeof(double) * kChunk;
 }
+// With INVERSE: a [64][68] panel of beta V after the per-token arrays.
+size_t prep_smem_inverse(int64_t dk) { return prep_smem(dk) + sizeof(float) * size_t(kChunk * kPrepLdM); }
+
+// acc += A[16 x K] B[K x 16] with three TF32 products per step (a_lo b_hi + a_hi b_lo + a_hi b_hi:
+// the split operands keep ~fp32 accuracy). A row-major with stride lda; B in BLayout with stride
+// ldb (row-major: B[k][n] at k * ldb + n; col-major: at n * ldb + k). K % 8 == 0.
+template <typename BLayout>
+__device__ __forceinline__ void mma_3xtf32(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>& acc,
+                                           const float* A, unsigned lda, const float* B, unsigned ldb, int K) {
+  using namespace nvcuda;
+  constexpr bool b_row = std::is_same_v<BLayout, wmma::row_major>;
+  for (int kk = 0; kk < K; kk += 8) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a_hi, a_lo;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, BLayout> b_hi, b_lo;
+    wmma::load_matrix_sync(a_hi, A + kk, lda);
+    wmma::load_matrix_sync(b_hi, B + (b_row ? size_t(kk) * ldb : size_t(kk)), ldb);
+#pragma unroll
+    for (int i = 0; i < a_hi.num_elements; ++i) {
+      const float x = a_hi.x[i];
+      a_hi.x[i] = wmma::__float_to_tf32(x);
+      a_lo.x[i] = wmma::__float_to_tf32(x - a_hi.x[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < b_hi.num_elements; ++i) {
+      const float x = b_hi.x[i];
+      b_hi.x[i] = wmma::__float_to_tf32(x);
+      b_lo.x[i] = wmma::__float_to_tf32(x - b_hi.x[i]);
+    }
+    wmma::mma_sync(acc, a_lo, b_hi, acc);
+    wmma::mma_sync(acc, a_hi, b_lo, acc);
+    wmma::mma_sync(acc, a_hi, b_hi, acc);
+  }
+}
 
 // k_t.k_j and q_t.k_j of a chunk (16 x 16 tiles with ti >= tj; the upper tiles are not needed) on
-// tensor cores with three TF32 products per step (a_lo b_hi + a_hi b_lo + a_hi b_hi: the split
-// keeps ~fp32 accuracy, the M these feed is inverted by the forward substitution). Rows of k_s /
-// q_s with stride ld (pad columns zero); results to KK_s / QK_s with stride kPrepLdM.
+// tensor cores (mma_3xtf32; M is inverted right after). Rows of k_s / q_s with stride ld (pad
+// columns zero); results to KK_s / QK_s with stride kPrepLdM.
 __device__ void prep_dots_tc(const float* k_s, const float* q_s, int64_t ld, int64_t dk, float* KK_s, float* QK_s) {
   using namespace nvcuda;
   constexpr int kTri = (kChunk / 16) * (kChunk / 16 + 1) / 2;  // lower tiles per product
-  const int steps = int((dk + 7) / 8);
   for (int tile = int(threadIdx.x) / 32; tile < 2 * kTri; tile += int(blockDim.x) / 32) {
     const int prod = tile / kTri;
     int tri = tile % kTri, ti = 0;
@@ -176,35 +208,111 @@ __device__ void prep_dots_tc(const float* k_s, const float* q_s, int64_t ld, int
     const float* B = k_s + tj * 16 * ld;  // B[d][j] = k_j[d]: column-major with stride ld
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
     wmma::fill_fragment(acc, 0.0f);
-    for (int st = 0; st < steps; ++st) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a_hi, a_lo;
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b_hi, b_lo;
-      wmma::load_matrix_sync(a_hi, A + st * 8, unsigned(ld));
-      wmma::load_matrix_sync(b_hi, B + st * 8, unsigned(ld));
-#pragma unroll
-      for (int i = 0; i < a_hi.num_elements; ++i) {
-        const float x = a_hi.x[i];
-        a_hi.x[i] = wmma::__float_to_tf32(x);
-        a_lo.x[i] = wmma::__float_to_tf32(x - a_hi.x[i]);
-      }
-#pragma unroll
-      for (int i = 0; i < b_hi.num_elements; ++i) {
-        const float x = b_hi.x[i];
-        b_hi.x[i] = wmma::__float_to_tf32(x);
-        b_lo.x[i] = wmma::__float_to_tf32(x - b_hi.x[i]);
-      }
-      wmma::mma_sync(acc, a_lo, b_hi, acc);
-      wmma::mma_sync(acc, a_hi, b_lo, acc);
-      wmma::mma_sync(acc, a_hi, b_hi, acc);
-    }
+    mma_3xtf32<wmma::col_major>(acc, A, unsigned(ld), B, unsigned(ld), int((dk + 7) / 8 * 8));
     wmma::store_matrix_sync((prod == 0 ? KK_s : QK_s) + ti * 16 * kPrepLdM + tj * 16, acc, kPrepLdM,
                             wmma::mem_row_major);
   }
 }
 
+// The inverse variant of the prep kernel's last step (tensor-core state pass only: dk, dv
+// multiples of 16). Instead of a forward substitution per column of [beta e^G K | beta V] (352
+// columns at Jet-Nemotron's sizes, each a chain of 2016 dependent multiply-adds whose shared-memory
+// reads of M took the SM's load pipe: ncu 165 us per layer at 2048 tokens), the block inverts the
+// unit lower triangular I + M once, in 16 x 16 blocks (diagonal blocks by substitution, then
+// A_ij = -A_ii sum_{k=j}^{i-1} M_ik A_kj row block by row block), and forms W = A (beta e^G K) and
+// U = A (beta V) as mma_3xtf32 products. A_s [64][68] and V_s [64][68] (a 64-column panel of
+// beta V, also the scratch of the off-diagonal sums); k_s is scaled in place (no longer needed).
+__device__ void prep_inverse_products(const float* M_s, float* A_s, float* V_s, float* k_s, int64_t ld,
+                                      const float* b_s, const float* eG_s, const float* __restrict__ v, int64_t t0,
+                                      int64_t L, int64_t h, int64_t H, int64_t dk, int64_t dv, float* W, float* U) {
+  using namespace nvcuda;
+  using Acc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+  const int tid = int(threadIdx.x), warp = tid / 32;
+  constexpr int lda = kPrepLdM;
+  if (tid < kChunk) {
+    // Column cc of the diagonal block d: rows above cc come out zero (x[j] = 0 for j < cc).
+    const int d = tid / 16, cc = tid % 16;
+    const float* Md = M_s + 16 * d * lda + 16 * d;
+    float x[16];
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      float acc = r == cc ? 1.0f : 0.0f;
+#pragma unroll
+      for (int j = 0; j < r; ++j) acc -= Md[r * lda + j] * x[j];
+      x[r] = acc;
+    }
+#pragma unroll
+    for (int r = 0; r < 16; ++r) A_s[(16 * d + r) * lda + 16 * d + cc] = x[r];
+  } else {
+    for (int i = tid - kChunk; i < kChunk * kChunk; i += int(blockDim.x) - kChunk) {
+      const int r = i / kChunk, c = i % kChunk;
+      if (c / 16 > r / 16) A_s[r * lda + c] = 0.0f;  // blocks above the diagonal
+    }
+    const int ldi = int(ld), dki = int(dk);
+    for (int i = tid - kChunk; i < kChunk * dki; i += int(blockDim.x) - kChunk) {
+      const int t = i / dki, d = i - t * dki;
+      k_s[t * ldi + d] *= b_s[t] * eG_s[t];
+    }
+  }
+  __syncthreads();
+  float* T_s = V_s;  // [i][16][16] sums of row block i
+  for (int bi = 1; bi < kChunk / 16; ++bi) {
+    for (int e = tid; e < bi * 256; e += int(blockDim.x)) {
+      const int bj = e / 256, r = (e % 256) / 16, c = e % 16;
+      float acc = 0.0f;
+      for (int m = 16 * bj; m < 16 * bi; ++m) acc += M_s[(16 * bi + r) * lda + m] * A_s[m * lda + 16 * bj + c];
+      T_s[e] = acc;
+    }
+    __syncthreads();
+    for (int e = tid; e < bi * 256; e += int(blockDim.x)) {
+      const int bj = e / 256, r = (e % 256) / 16, c = e % 16;
+      float acc = 0.0f;
+      for (int m = 0; m <= r; ++m) acc += A_s[(16 * bi + r) * lda + 16 * bi + m] * T_s[bj * 256 + m * 16 + c];
+      A_s[(16 * bi + r) * lda + 16 * bj + c] = -acc;
+    }
+    __syncthreads();
+  }
+  const int warps = int(blockDim.x) / 32;
+  // W = A (beta e^G K), stored TF32-rounded (the state pass reads it as a rounded A operand).
+  for (int tile = warp; tile < 4 * int(dk / 16); tile += warps) {
+    const int r0 = (tile % 4) * 16, n0 = (tile / 4) * 16;
+    Acc acc;
+    wmma::fill_fragment(acc, 0.0f);
+    mma_3xtf32<wmma::row_major>(acc, A_s + r0 * lda, lda, k_s + n0, unsigned(ld), kChunk);
+#pragma unroll
+    for (int i = 0; i < acc.num_elements; ++i) acc.x[i] = wmma::__float_to_tf32(acc.x[i]);
+    wmma::store_matrix_sync(W + r0 * dk + n0, acc, unsigned(dk), wmma::mem_row_major);
+  }
+  // U = A (beta V), 64 value columns at a time through V_s.
+  for (int64_t p0 = 0; p0 < dv; p0 += 64) {
+    const int pw = int(min(int64_t(64), dv - p0));  // a multiple of 16
+    __syncthreads();  // V_s free (T_s sums, or the last panel, read)
+    for (int i = tid; i < kChunk * (pw / 4); i += int(blockDim.x)) {
+      const int t = i / (pw / 4), c4 = (i % (pw / 4)) * 4;
+      float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (t < L) {
+        x = *reinterpret_cast<const float4*>(v + ((t0 + t) * H + h) * dv + p0 + c4);
+        const float b = b_s[t];
+        x.x *= b; x.y *= b; x.z *= b; x.w *= b;
+      }
+      *reinterpret_cast<float4*>(V_s + t * lda + c4) = x;
+    }
+    __syncthreads();
+    for (int tile = warp; tile < 4 * (pw / 16); tile += warps) {
+      const int r0 = (tile % 4) * 16, n0 = (tile / 4) * 16;
+      Acc acc;
+      wmma::fill_fragment(acc, 0.0f);
+      mma_3xtf32<wmma::row_major>(acc, A_s + r0 * lda, lda, V_s + n0, lda, kChunk);
+      wmma::store_matrix_sync(U + r0 * dv + p0 + n0, acc, unsigned(dv), wmma::mem_row_major);
+    }
+  }
+}
+
 // Block = (chunk, head), 2 blocks per SM (128 registers a thread; ~87 KB of shared memory at
-// dk 96): the forward substitution keeps its column in registers instead of a per-thread column
-// of shared memory (which had held the kernel to one block per SM).
+// dk 96, +17 KB with INVERSE): the forward substitution keeps its column in registers instead of
+// a per-thread column of shared memory (which had held the kernel to one block per SM).
+// INVERSE: W and U from the inverse of I + M on tensor cores (prep_inverse_products).
+template <bool INVERSE>
 __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ g,
                                                                 const float* __restrict__ beta, int64_t T, int64_t H,
@@ -307,33 +415,38 @@ __global__ void __launch_bounds__(kPrepThreads, 2) gdn_prep_kernel(const float* 
     P[idx] = tc ? nvcuda::wmma::__float_to_tf32(pval) : pval;
   }
   __syncthreads();
-  // Forward substitution, one column per thread, the column in registers: columns < dk give W,
-  // the rest U.
-  for (int64_t col = tid; col < dk + dv; col += blockDim.x) {
-    float x[kChunk];
-    if (col < dk) {
+  if constexpr (INVERSE) {
+    prep_inverse_products(M_s, QK_s, eL_s + kChunk, k_s, ld, b_s, eG_s, v, t0, L, h, H, dk, dv,
+                          work.W + blk * kChunk * dk, work.U + blk * kChunk * dv);
+  } else {
+    // Forward substitution, one column per thread, the column in registers: columns < dk give W,
+    // the rest U.
+    for (int64_t col = tid; col < dk + dv; col += blockDim.x) {
+      float x[kChunk];
+      if (col < dk) {
 #pragma unroll
-      for (int t = 0; t < kChunk; ++t) x[t] = b_s[t] * eG_s[t] * k_s[t * ld + col];
-    } else {
+        for (int t = 0; t < kChunk; ++t) x[t] = b_s[t] * eG_s[t] * k_s[t * ld + col];
+      } else {
 #pragma unroll
-      for (int t = 0; t < kChunk; ++t) x[t] = t < L ? b_s[t] * v[((t0 + t) * H + h) * dv + (col - dk)] : 0.0f;
-    }
+        for (int t = 0; t < kChunk; ++t) x[t] = t < L ? b_s[t] * v[((t0 + t) * H + h) * dv + (col - dk)] : 0.0f;
+      }
 #pragma unroll
-    for (int t = 1; t < kChunk; ++t) {
-      const float* Mt = M_s + t * kPrepLdM;
-      float acc = x[t];
+      for (int t = 1; t < kChunk; ++t) {
+        const float* Mt = M_s + t * kPrepLdM;
+        float acc = x[t];
 #pragma unroll
-      for (int j = 0; j < t; ++j) acc -= Mt[j] * x[j];
-      x[t] = acc;
-    }
-    if (col < dk) {
-      float* Wb = work.W + blk * kChunk * dk;
+        for (int j = 0; j < t; ++j) acc -= Mt[j] * x[j];
+        x[t] = acc;
+      }
+      if (col < dk) {
+        float* Wb = work.W + blk * kChunk * dk;
 #pragma unroll
-      for (int t = 0; t < kChunk; ++t) Wb[t * dk + col] = tc ? nvcuda::wmma::__float_to_tf32(x[t]) : x[t];
-    } else {
-      float* Ub = work.U + blk * kChunk * dv;
+        for (int t = 0; t < kChunk; ++t) Wb[t * dk + col] = tc ? nvcuda::wmma::__float_to_tf32(x[t]) : x[t];
+      } else {
+        float* Ub = work.U + blk * kChunk * dv;
 #pragma unroll
-      for (int t = 0; t < kChunk; ++t) Ub[t * dv + (col - dk)] = x[t];
+        for (int t = 0; t < kChunk; ++t) Ub[t * dv + (col - dk)] = x[t];
+      }
     }
   }
 }
@@ -748,6 +861,95 @@ __global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H
   }
 }
 
+// The split state pass with COLS (64 or 32) value columns per block and 8 warps. The 16-column pass
+// read each chunk's W and e^{G_L-G} k (2 x 24 KB at dk 96) once per 16 columns: 16 copies per head
+// and chunk from L2, ~10 MB per chunk step for Jet-Nemotron-2B, which held each of its 32 steps
+// at 2048 tokens to ~6 us (ncu: 190 us per layer). Same tiles, same TF32 products in the same
+// order per 16 x 16 output tile, so the same bits; only the tiles' assignment to warps differs.
+// Per chunk: delta tiles (4 x COLS/16) and state tiles (dk/16 x COLS/16) round-robin over the warps.
+constexpr int kWideWarps = 8;
+template <int COLS>
+size_t state_wide_floats(int64_t dk) {
+  return size_t(dk * (COLS + 4) + 2 * kChunk * (COLS + 4) + 2 * kChunk * (dk + 4));
+}
+
+template <int COLS>
+__global__ void __launch_bounds__(32 * kWideWarps) gdn_state_wide_kernel(int64_t T, int64_t H, int64_t dk,
+                                                                         int64_t dv, ChunkWork work,
+                                                                         float* __restrict__ S) {
+  using namespace nvcuda;
+  constexpr int ld = COLS + 4, col_tiles = COLS / 16;
+  extern __shared__ __align__(128) float smw[];
+  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  float* S_s = smw;                   // [dk][COLS+4]
+  float* D_s = S_s + dk * ld;         // [64][COLS+4] delta
+  float* U_s = D_s + kChunk * ld;     // [64][COLS+4] this block's columns of U
+  float* W_s = U_s + kChunk * ld;     // [64][dk+4]
+  float* Kd_s = W_s + kChunk * ldk;   // [64][dk+4]
+  const int warp = int(threadIdx.x) / 32;
+  const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * COLS;
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  float* Sh = S + h * dk * dv;
+  auto load_a = [&](int64_t c) {  // every call commits one group, empty past the last chunk
+    if (c < nc) {
+      const int64_t blk = c * H + h;
+      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
+      copy_tile_async(U_s, ld, work.U + blk * kChunk * dv + c0, dvi, kChunk, COLS);
+    }
+    detail::cp_async_commit();
+  };
+  auto load_b = [&](int64_t c) {
+    if (c < nc) copy_tile_async(Kd_s, ldk, work.Kd + (c * H + h) * kChunk * dk, dki, kChunk, dki);
+    detail::cp_async_commit();
+  };
+  load_a(0);
+  load_b(0);
+  for (int64_t i = threadIdx.x; i < dk * COLS; i += blockDim.x)
+    S_s[(i / COLS) * ld + i % COLS] = Sh[(i / COLS) * dv + c0 + i % COLS];
+  const int delta_tiles = 4 * col_tiles, state_tiles = (dki / 16) * col_tiles;
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t blk = c * H + h;
+    const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}
+    detail::cp_async_wait<1>();
+    __syncthreads();  // W, U of this chunk landed; S_s holds the chunk's starting state
+    float* Sc = work.Sc + blk * dk * dv + c0;
+    for (int i = int(threadIdx.x); i < dki * (COLS / 4); i += int(blockDim.x)) {
+      const int r = i / (COLS / 4), c4 = (i % (COLS / 4)) * 4;
+      *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * ld + c4);
+    }
+    for (int tile = warp; tile < delta_tiles; tile += kWideWarps) {  // delta = U - W S
+      const int r0 = (tile / col_tiles) * 16, n0 = (tile % col_tiles) * 16;
+      TcAcc ws, u;
+      wmma::fill_fragment(ws, 0.0f);
+      mma_tf32<wmma::row_major, true>(ws, W_s + r0 * ldk, unsigned(ldk), 1, S_s + n0, ld, dki);
+      wmma::load_matrix_sync(u, U_s + r0 * ld + n0, ld, wmma::mem_row_major);
+#pragma unroll
+      for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
+      wmma::store_matrix_sync(D_s + r0 * ld + n0, u, ld, wmma::mem_row_major);
+      wmma::store_matrix_sync(work.Dl + (blk * kChunk + r0) * dv + c0 + n0, u, unsigned(dv), wmma::mem_row_major);
+    }
+    __syncthreads();  // delta complete; W_s / U_s free
+    load_a(c + 1);
+    detail::cp_async_wait<1>();
+    __syncthreads();  // Kd of this chunk landed
+    for (int tile = warp; tile < state_tiles; tile += kWideWarps) {  // S = e^{G_L} S + Kd^T delta
+      const int i0 = (tile / col_tiles) * 16, n0 = (tile % col_tiles) * 16;
+      TcAcc sc;
+      wmma::load_matrix_sync(sc, S_s + i0 * ld + n0, ld, wmma::mem_row_major);
+#pragma unroll
+      for (int i = 0; i < sc.num_elements; ++i) sc.x[i] *= gL;
+      mma_tf32<wmma::col_major, true>(sc, Kd_s + i0, unsigned(ldk), ldk, D_s + n0, ld, kChunk);
+      wmma::store_matrix_sync(S_s + i0 * ld + n0, sc, ld, wmma::mem_row_major);
+    }
+    __syncthreads();  // every read of delta and Kd done
+    load_b(c + 1);
+  }
+  detail::cp_async_wait<0>();
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < dk * COLS; i += blockDim.x)
+    Sh[(i / COLS) * dv + c0 + i % COLS] = S_s[(i / COLS) * ld + i % COLS];
+}
+
 // Batch decode of one head per block, with the JetBlock's gated output norm fused in: the block
 // holds all dv columns of head h (ceil(dv / 32) column groups x ceil(dk / 32) row warps), so the norm's
 // sum over the head needs no second kernel. Per column the arithmetic is gdn_recurrent_kernel's
@@ -1140,9 +1342,9 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
   work.U = static_cast<float*>(detail::workspace(5, sizeof(float) * per * size_t(dv)));
   work.P = static_cast<float*>(detail::workspace(6, sizeof(float) * per * kChunk));
   work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel<false>), smem1);
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_kernel), smem2);
-  gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
+  gdn_prep_kernel<false><<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
                                                                                      work, false);
   JETLM_CUDA_CHECK_LAUNCH();
   gdn_state_kernel<<<dim3(unsigned((dv + kCols - 1) / kCols), unsigned(H)), kStateThreads, smem2, stream()>>>(
@@ -1153,8 +1355,15 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
 // A/B switches of the chunked delta rule, "1" or "0": JETLM_GDN_PREP_TC (the prep kernel's dot
 // products on tensor cores) and JETLM_GDN_SPLIT (the output split from the state pass). Both on
 // by default: 447.7 vs 464.4 us for the old pair at 2048 tokens on the H100 (docs/performance.md).
+// JETLM_GDN_PREP_INV: W and U from the inverse of I + M (prep_inverse_products) instead of the
+// per-column substitution, on by default: prep 165 -> 136 us per Jet-Nemotron-2B layer at 2048
+// tokens (ncu, H100), the delta rule 444 -> 420 us. JETLM_GDN_STATE_WIDE: the split state pass with
+// 64 (or 32) value columns per block (gdn_state_wide_kernel, same bits as 16), off: slower (292 vs
+// 190 us per layer), as each warp's chain of dependent tensor-core steps per chunk doubles.
 constexpr bool kPrepDotsTcByDefault = true;
 constexpr bool kSplitOutputByDefault = true;
+constexpr bool kPrepInverseByDefault = true;
+constexpr bool kStateWideByDefault = false;
 bool env_switch(const char* name, bool fallback) {
   const char* v = std::getenv(name);
   if (v && std::string_view(v) == "1") return true;
@@ -1163,12 +1372,24 @@ bool env_switch(const char* name, bool fallback) {
 }
 bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
 bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
+bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseByDefault); }
+bool gdn_state_wide() { return env_switch("JETLM_GDN_STATE_WIDE", kStateWideByDefault); }
+
+template <int COLS>
+void launch_state_wide(int64_t T, int64_t H, int64_t dk, int64_t dv, const ChunkWork& work, float* S) {
+  const size_t smem = sizeof(float) * state_wide_floats<COLS>(dk);
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_wide_kernel<COLS>), smem);
+  gdn_state_wide_kernel<COLS><<<dim3(unsigned(dv / COLS), unsigned(H)), 32 * kWideWarps, smem, stream()>>>(
+      T, H, dk, dv, work, S);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
                     int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
   JETLM_ASSERT(dk >= 1 && dv >= 1 && H >= 1 && H <= 65535);
   if (T == 0) return;
-  const size_t smem1 = prep_smem(dk), smem2 = sizeof(float) * state_tc_floats(dk);
+  const bool inverse = gdn_prep_inverse();
+  const size_t smem1 = inverse ? prep_smem_inverse(dk) : prep_smem(dk), smem2 = sizeof(float) * state_tc_floats(dk);
   if (dk % 16 != 0 || dv % 16 != 0 || dk > kGdnChunkedMaxDk ||
       std::max(smem1, smem2) > detail::max_shared_per_block())
     return gdn_chunked(q, k, v, g, beta, T, H, dk, dv, S, o);  // the float32 kernels (same function)
@@ -1182,9 +1403,10 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   work.E = static_cast<float*>(detail::workspace(7, sizeof(float) * per * 2));
   work.Qg = static_cast<float*>(detail::workspace(10, sizeof(float) * per * size_t(dk)));
   work.Kd = static_cast<float*>(detail::workspace(11, sizeof(float) * per * size_t(dk)));
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_prep_kernel), smem1);
-  gdn_prep_kernel<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv,
-                                                                                     work, gdn_prep_dots_tc());
+  const auto prep = inverse ? gdn_prep_kernel<true> : gdn_prep_kernel<false>;
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(prep), smem1);
+  prep<<<dim3(unsigned(nc), unsigned(H)), kPrepThreads, smem1, stream()>>>(q, k, v, g, beta, T, H, dk, dv, work,
+                                                                           gdn_prep_dots_tc());
   JETLM_CUDA_CHECK_LAUNCH();
   const dim3 state_grid(unsigned(dv / kTcCols), unsigned(H));
   const size_t smem3 = sizeof(float) * output_tc_floats(dk);
@@ -1196,9 +1418,16 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   }
   work.Sc = static_cast<float*>(detail::workspace(15, sizeof(float) * size_t(nc * H) * size_t(dk * dv)));
   work.Dl = static_cast<float*>(detail::workspace(16, sizeof(float) * per * size_t(dv)));
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
-  gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
-  JETLM_CUDA_CHECK_LAUNCH();
+  const bool wide = gdn_state_wide();
+  if (wide && dv % 64 == 0 && sizeof(float) * state_wide_floats<64>(dk) <= detail::max_shared_per_block()) {
+    launch_state_wide<64>(T, H, dk, dv, work, S);
+  } else if (wide && dv % 32 == 0 && sizeof(float) * state_wide_floats<32>(dk) <= detail::max_shared_per_block()) {
+    launch_state_wide<32>(T, H, dk, dv, work, S);
+  } else {
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
+    gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+    JETLM_CUDA_CHECK_LAUNCH();
+  }
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
   const dim3 out_grid(unsigned(nc), unsigned(H), unsigned((dv + kOutCols - 1) / kOutCols));
   gdn_output_tc_kernel<<<out_grid, 128, smem3, stream()>>>(T, H, dk, dv, work, o);
