@@ -861,95 +861,6 @@ __global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H
   }
 }
 
-// The split state pass with COLS (64 or 32) value columns per block and 8 warps. The 16-column pass
-// read each chunk's W and e^{G_L-G} k (2 x 24 KB at dk 96) once per 16 columns: 16 copies per head
-// and chunk from L2, ~10 MB per chunk step for Jet-Nemotron-2B, which held each of its 32 steps
-// at 2048 tokens to ~6 us (ncu: 190 us per layer). Same tiles, same TF32 products in the same
-// order per 16 x 16 output tile, so the same bits; only the tiles' assignment to warps differs.
-// Per chunk: delta tiles (4 x COLS/16) and state tiles (dk/16 x COLS/16) round-robin over the warps.
-constexpr int kWideWarps = 8;
-template <int COLS>
-size_t state_wide_floats(int64_t dk) {
-  return size_t(dk * (COLS + 4) + 2 * kChunk * (COLS + 4) + 2 * kChunk * (dk + 4));
-}
-
-template <int COLS>
-__global__ void __launch_bounds__(32 * kWideWarps) gdn_state_wide_kernel(int64_t T, int64_t H, int64_t dk,
-                                                                         int64_t dv, ChunkWork work,
-                                                                         float* __restrict__ S) {
-  using namespace nvcuda;
-  constexpr int ld = COLS + 4, col_tiles = COLS / 16;
-  extern __shared__ __align__(128) float smw[];
-  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
-  float* S_s = smw;                   // [dk][COLS+4]
-  float* D_s = S_s + dk * ld;         // [64][COLS+4] delta
-  float* U_s = D_s + kChunk * ld;     // [64][COLS+4] this block's columns of U
-  float* W_s = U_s + kChunk * ld;     // [64][dk+4]
-  float* Kd_s = W_s + kChunk * ldk;   // [64][dk+4]
-  const int warp = int(threadIdx.x) / 32;
-  const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * COLS;
-  const int64_t nc = (T + kChunk - 1) / kChunk;
-  float* Sh = S + h * dk * dv;
-  auto load_a = [&](int64_t c) {  // every call commits one group, empty past the last chunk
-    if (c < nc) {
-      const int64_t blk = c * H + h;
-      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
-      copy_tile_async(U_s, ld, work.U + blk * kChunk * dv + c0, dvi, kChunk, COLS);
-    }
-    detail::cp_async_commit();
-  };
-  auto load_b = [&](int64_t c) {
-    if (c < nc) copy_tile_async(Kd_s, ldk, work.Kd + (c * H + h) * kChunk * dk, dki, kChunk, dki);
-    detail::cp_async_commit();
-  };
-  load_a(0);
-  load_b(0);
-  for (int64_t i = threadIdx.x; i < dk * COLS; i += blockDim.x)
-    S_s[(i / COLS) * ld + i % COLS] = Sh[(i / COLS) * dv + c0 + i % COLS];
-  const int delta_tiles = 4 * col_tiles, state_tiles = (dki / 16) * col_tiles;
-  for (int64_t c = 0; c < nc; ++c) {
-    const int64_t blk = c * H + h;
-    const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}
-    detail::cp_async_wait<1>();
-    __syncthreads();  // W, U of this chunk landed; S_s holds the chunk's starting state
-    float* Sc = work.Sc + blk * dk * dv + c0;
-    for (int i = int(threadIdx.x); i < dki * (COLS / 4); i += int(blockDim.x)) {
-      const int r = i / (COLS / 4), c4 = (i % (COLS / 4)) * 4;
-      *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * ld + c4);
-    }
-    for (int tile = warp; tile < delta_tiles; tile += kWideWarps) {  // delta = U - W S
-      const int r0 = (tile / col_tiles) * 16, n0 = (tile % col_tiles) * 16;
-      TcAcc ws, u;
-      wmma::fill_fragment(ws, 0.0f);
-      mma_tf32<wmma::row_major, true>(ws, W_s + r0 * ldk, unsigned(ldk), 1, S_s + n0, ld, dki);
-      wmma::load_matrix_sync(u, U_s + r0 * ld + n0, ld, wmma::mem_row_major);
-#pragma unroll
-      for (int i = 0; i < u.num_elements; ++i) u.x[i] -= ws.x[i];
-      wmma::store_matrix_sync(D_s + r0 * ld + n0, u, ld, wmma::mem_row_major);
-      wmma::store_matrix_sync(work.Dl + (blk * kChunk + r0) * dv + c0 + n0, u, unsigned(dv), wmma::mem_row_major);
-    }
-    __syncthreads();  // delta complete; W_s / U_s free
-    load_a(c + 1);
-    detail::cp_async_wait<1>();
-    __syncthreads();  // Kd of this chunk landed
-    for (int tile = warp; tile < state_tiles; tile += kWideWarps) {  // S = e^{G_L} S + Kd^T delta
-      const int i0 = (tile / col_tiles) * 16, n0 = (tile % col_tiles) * 16;
-      TcAcc sc;
-      wmma::load_matrix_sync(sc, S_s + i0 * ld + n0, ld, wmma::mem_row_major);
-#pragma unroll
-      for (int i = 0; i < sc.num_elements; ++i) sc.x[i] *= gL;
-      mma_tf32<wmma::col_major, true>(sc, Kd_s + i0, unsigned(ldk), ldk, D_s + n0, ld, kChunk);
-      wmma::store_matrix_sync(S_s + i0 * ld + n0, sc, ld, wmma::mem_row_major);
-    }
-    __syncthreads();  // every read of delta and Kd done
-    load_b(c + 1);
-  }
-  detail::cp_async_wait<0>();
-  __syncthreads();
-  for (int64_t i = threadIdx.x; i < dk * COLS; i += blockDim.x)
-    Sh[(i / COLS) * dv + c0 + i % COLS] = S_s[(i / COLS) * ld + i % COLS];
-}
-
 // Batch decode of one head per block, with the JetBlock's gated output norm fused in: the block
 // holds all dv columns of head h (ceil(dv / 32) column groups x ceil(dk / 32) row warps), so the norm's
 // sum over the head needs no second kernel. Per column the arithmetic is gdn_recurrent_kernel's
@@ -1357,13 +1268,10 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
 // by default: 447.7 vs 464.4 us for the old pair at 2048 tokens on the H100 (docs/performance.md).
 // JETLM_GDN_PREP_INV: W and U from the inverse of I + M (prep_inverse_products) instead of the
 // per-column substitution, on by default: prep 165 -> 136 us per Jet-Nemotron-2B layer at 2048
-// tokens (ncu, H100), the delta rule 444 -> 420 us. JETLM_GDN_STATE_WIDE: the split state pass with
-// 64 (or 32) value columns per block (gdn_state_wide_kernel, same bits as 16), off: slower (292 vs
-// 190 us per layer), as each warp's chain of dependent tensor-core steps per chunk doubles.
+// tokens (ncu, H100), the delta rule 444 -> 420 us, prefill +1.9% (docs/performance.md).
 constexpr bool kPrepDotsTcByDefault = true;
 constexpr bool kSplitOutputByDefault = true;
 constexpr bool kPrepInverseByDefault = true;
-constexpr bool kStateWideByDefault = false;
 bool env_switch(const char* name, bool fallback) {
   const char* v = std::getenv(name);
   if (v && std::string_view(v) == "1") return true;
@@ -1373,16 +1281,7 @@ bool env_switch(const char* name, bool fallback) {
 bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
 bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
 bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseByDefault); }
-bool gdn_state_wide() { return env_switch("JETLM_GDN_STATE_WIDE", kStateWideByDefault); }
 
-template <int COLS>
-void launch_state_wide(int64_t T, int64_t H, int64_t dk, int64_t dv, const ChunkWork& work, float* S) {
-  const size_t smem = sizeof(float) * state_wide_floats<COLS>(dk);
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_wide_kernel<COLS>), smem);
-  gdn_state_wide_kernel<COLS><<<dim3(unsigned(dv / COLS), unsigned(H)), 32 * kWideWarps, smem, stream()>>>(
-      T, H, dk, dv, work, S);
-  JETLM_CUDA_CHECK_LAUNCH();
-}
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
                     int64_t H, int64_t dk, int64_t dv, float* S, float* o) {
@@ -1418,16 +1317,9 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   }
   work.Sc = static_cast<float*>(detail::workspace(15, sizeof(float) * size_t(nc * H) * size_t(dk * dv)));
   work.Dl = static_cast<float*>(detail::workspace(16, sizeof(float) * per * size_t(dv)));
-  const bool wide = gdn_state_wide();
-  if (wide && dv % 64 == 0 && sizeof(float) * state_wide_floats<64>(dk) <= detail::max_shared_per_block()) {
-    launch_state_wide<64>(T, H, dk, dv, work, S);
-  } else if (wide && dv % 32 == 0 && sizeof(float) * state_wide_floats<32>(dk) <= detail::max_shared_per_block()) {
-    launch_state_wide<32>(T, H, dk, dv, work, S);
-  } else {
-    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
-    gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
-    JETLM_CUDA_CHECK_LAUNCH();
-  }
+  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
+  gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+  JETLM_CUDA_CHECK_LAUNCH();
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
   const dim3 out_grid(unsigned(nc), unsigned(H), unsigned((dv + kOutCols - 1) / kOutCols));
   gdn_output_tc_kernel<<<out_grid, 128, smem3, stream()>>>(T, H, dk, dv, work, o);
