@@ -231,13 +231,15 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     //  1 JETLM_GDN_SPLIT=0: the output inside the 16-column state pass (same TF32 products in the
     //    same order, so the same bits as 0);
     //  2 JETLM_GDN_PREP_TC=0: the prep kernel's dot products on CUDA cores;
-    //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column.
-    constexpr int kRuns = 4;
+    //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column;
+    //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (opt-in).
+    constexpr int kRuns = 5;
     std::vector<float> o_runs[kRuns], S_runs[kRuns];
     for (int run = 0; run < kRuns; ++run) {
       const test::ScopedEnv split("JETLM_GDN_SPLIT", run == 1 ? "0" : "1");
       const test::ScopedEnv prep("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1");
       const test::ScopedEnv inverse("JETLM_GDN_PREP_INV", run == 3 ? "0" : "1");
+      const test::ScopedEnv mma("JETLM_GDN_STATE_MMA", run == 4 ? "1" : "0");
       auto dS = dev(in.S);
       cuda::Buffer<float> d_o(o_exp.size());
       cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
@@ -247,8 +249,12 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     }
     EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-    const char* names[kRuns] = {"default", "fused output", "CUDA-core prep dots", "substitution prep"};
-    for (int run : {0, 2, 3}) {
+    const char* names[kRuns] = {"default", "fused output", "CUDA-core prep dots", "substitution prep",
+                                "mma.sync state pass"};
+    if (cs.tc)
+      std::printf("  mma.sync state pass: %s bits as the WMMA pass\n",
+                  o_runs[4] == o_runs[0] && S_runs[4] == S_runs[0] ? "the same" : "other");
+    for (int run : {0, 2, 3, 4}) {
       const double eo = normalized_error(o_runs[run], o_exp), es = normalized_error(S_runs[run], S_exp);
       EXPECT_LE(eo, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
       EXPECT_LE(es, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;

@@ -812,6 +812,140 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
 }
 
+// The split state pass on raw mma.sync (m16n8k8, TF32 operands, float32 accumulators), opt-in
+// (JETLM_GDN_STATE_MMA=1) and NOT YET RUN ON A GPU. Why: ncu of gdn_state_tc_kernel<true> (190 us
+// per Jet-2B layer at 2048 tokens) found 35% IMADs, 10% generic loads and 5% HMMAs among its
+// instructions, 40% fixed-latency stalls: WMMA's fragment loads from shared memory compile to
+// generic loads with per-element address arithmetic, and each warp runs up to 28 dependent
+// tensor-core steps per chunk at ~6 warps per SM. Here the same block (head, 16 value columns)
+// has 8 warps; each takes one 16 x 8 tile of delta (K = dk) and one or two 16 x 8 tiles of the
+// state update (K = 64, interleaved in one loop), loading its fragments from shared memory by
+// index. The products are the same TF32 products (W, e^{G_L-G} k pre-rounded by the prep kernel,
+// S and delta rounded here), accumulated per 8-wide k step as the WMMA pass does.
+// Fragments of m16n8k8 .tf32 (g = lane / 4, c = lane % 4): A a0 (g, c), a1 (g+8, c), a2 (g, c+4),
+// a3 (g+8, c+4); B b0 (k c, n g), b1 (k c+4, n g); C c0 (g, 2c), c1 (g, 2c+1), c2 (g+8, 2c),
+// c3 (g+8, 2c+1).
+constexpr int kMmaWarps = 8;
+size_t state_mma_floats(int64_t dk) { return size_t(dk * kTcLd + 2 * kChunk * kTcLd + 2 * kChunk * (dk + 4)); }
+
+__device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ uint32_t tf32_bits(float x) { return __float_as_uint(nvcuda::wmma::__float_to_tf32(x)); }
+
+__global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                                                        ChunkWork work, float* __restrict__ S) {
+  extern __shared__ __align__(128) float smm[];
+  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  float* S_s = smm;                   // [dk][20]
+  float* D_s = S_s + dk * kTcLd;      // [64][20] delta
+  float* U_s = D_s + kChunk * kTcLd;  // [64][20]
+  float* W_s = U_s + kChunk * kTcLd;  // [64][dk+4]
+  float* Kd_s = W_s + kChunk * ldk;   // [64][dk+4]
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, cq = lane % 4;
+  const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * kTcCols;
+  const int64_t nc = (T + kChunk - 1) / kChunk;
+  float* Sh = S + h * dk * dv;
+  auto load_a = [&](int64_t c) {  // every call commits one group, empty past the last chunk
+    if (c < nc) {
+      const int64_t blk = c * H + h;
+      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
+      copy_tile_async(U_s, kTcLd, work.U + blk * kChunk * dv + c0, dvi, kChunk, kTcCols);
+    }
+    detail::cp_async_commit();
+  };
+  auto load_b = [&](int64_t c) {
+    if (c < nc) copy_tile_async(Kd_s, ldk, work.Kd + (c * H + h) * kChunk * dk, dki, kChunk, dki);
+    detail::cp_async_commit();
+  };
+  load_a(0);
+  load_b(0);
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
+  // Delta tile of this warp: rows 16 * (warp / 2), columns 8 * (warp % 2). State tiles: t and t + 8
+  // of (dk / 16 row tiles) x 2, t = warp.
+  const int drow = 16 * (warp / 2), dcol = 8 * (warp % 2);
+  const int state_tiles = 2 * (dki / 16);
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t blk = c * H + h;
+    const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}
+    detail::cp_async_wait<1>();
+    __syncthreads();  // W, U landed; S_s holds the chunk's starting state
+    float* Sc = work.Sc + blk * dk * dv + c0;
+    for (int i = int(threadIdx.x); i < dki * (kTcCols / 4); i += int(blockDim.x)) {
+      const int r = i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
+      *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * kTcLd + c4);
+    }
+    {  // delta = U - W S
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int k0 = 0; k0 < dki; k0 += 8) {
+        const float* Wr = W_s + (drow + g) * ldk + k0 + cq;
+        const uint32_t a[4] = {__float_as_uint(Wr[0]), __float_as_uint(Wr[8 * ldk]), __float_as_uint(Wr[4]),
+                               __float_as_uint(Wr[8 * ldk + 4])};
+        const float* Sr = S_s + (k0 + cq) * kTcLd + dcol + g;
+        const uint32_t b[2] = {tf32_bits(Sr[0]), tf32_bits(Sr[4 * kTcLd])};
+        mma_tf32_16x8x8(acc, a, b);
+      }
+      const int r = drow + g, col = dcol + 2 * cq;
+      const float2 u0 = *reinterpret_cast<const float2*>(U_s + r * kTcLd + col);
+      const float2 u1 = *reinterpret_cast<const float2*>(U_s + (r + 8) * kTcLd + col);
+      const float2 d0 = make_float2(u0.x - acc[0], u0.y - acc[1]), d1 = make_float2(u1.x - acc[2], u1.y - acc[3]);
+      *reinterpret_cast<float2*>(D_s + r * kTcLd + col) = d0;
+      *reinterpret_cast<float2*>(D_s + (r + 8) * kTcLd + col) = d1;
+      float* Dl = work.Dl + (blk * kChunk + r) * dv + c0 + col;
+      *reinterpret_cast<float2*>(Dl) = d0;
+      *reinterpret_cast<float2*>(Dl + 8 * dv) = d1;
+    }
+    __syncthreads();  // delta complete; W_s / U_s free
+    load_a(c + 1);
+    detail::cp_async_wait<1>();
+    __syncthreads();  // Kd landed
+    {  // S = e^{G_L} S + Kd^T delta, the warp's two tiles in one k loop
+      float acc[2][4];
+      int srow[2], scol[2];
+      const bool one = warp < state_tiles, two = warp + kMmaWarps < state_tiles;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int tile = min(warp + j * kMmaWarps, state_tiles - 1);
+        srow[j] = 16 * (tile / 2) + g;
+        scol[j] = 8 * (tile % 2) + 2 * cq;
+        const float2 s0 = *reinterpret_cast<const float2*>(S_s + srow[j] * kTcLd + scol[j]);
+        const float2 s1 = *reinterpret_cast<const float2*>(S_s + (srow[j] + 8) * kTcLd + scol[j]);
+        acc[j][0] = s0.x * gL; acc[j][1] = s0.y * gL; acc[j][2] = s1.x * gL; acc[j][3] = s1.y * gL;
+      }
+      for (int k0 = 0; k0 < kChunk; k0 += 8) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          if (j == 1 && !two) break;
+          // A[i][t] = Kd[t][i]: row i = state row, column t = chunk row.
+          const float* Kr = Kd_s + (k0 + cq) * ldk + srow[j];
+          const uint32_t a[4] = {__float_as_uint(Kr[0]), __float_as_uint(Kr[8]), __float_as_uint(Kr[4 * ldk]),
+                                 __float_as_uint(Kr[4 * ldk + 8])};
+          const float* Dr = D_s + (k0 + cq) * kTcLd + (scol[j] - 2 * cq) + g;
+          const uint32_t b[2] = {tf32_bits(Dr[0]), tf32_bits(Dr[4 * kTcLd])};
+          mma_tf32_16x8x8(acc[j], a, b);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        if (!(j == 0 ? one : two)) break;
+        *reinterpret_cast<float2*>(S_s + srow[j] * kTcLd + scol[j]) = make_float2(acc[j][0], acc[j][1]);
+        *reinterpret_cast<float2*>(S_s + (srow[j] + 8) * kTcLd + scol[j]) = make_float2(acc[j][2], acc[j][3]);
+      }
+    }
+    __syncthreads();  // every read of delta, Kd and S done
+    load_b(c + 1);
+  }
+  detail::cp_async_wait<0>();
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+}
+
 // The output of the split pass, all chunks in parallel: block = (chunk, head, 64 value columns),
 // 4 warps, warp w rows 16w..16w+15: o = (e^G q) S_c + P delta_c with S_c, delta_c the pass's
 // per-chunk state and delta. The same TF32 products in the same order as the fused pass, so o
@@ -1281,6 +1415,9 @@ bool env_switch(const char* name, bool fallback) {
 bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
 bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
 bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseByDefault); }
+// JETLM_GDN_STATE_MMA=1: the split state pass on raw mma.sync (gdn_state_mma_kernel; not yet run
+// on a GPU, so off by default).
+bool gdn_state_mma() { return env_switch("JETLM_GDN_STATE_MMA", false); }
 
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
@@ -1317,8 +1454,14 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
   }
   work.Sc = static_cast<float*>(detail::workspace(15, sizeof(float) * size_t(nc * H) * size_t(dk * dv)));
   work.Dl = static_cast<float*>(detail::workspace(16, sizeof(float) * per * size_t(dv)));
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
-  gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+  if (gdn_state_mma() && dk <= 16 * kMmaWarps) {  // at most two state tiles per warp
+    const size_t smem_mma = sizeof(float) * state_mma_floats(dk);
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_mma_kernel), smem_mma);
+    gdn_state_mma_kernel<<<state_grid, 32 * kMmaWarps, smem_mma, stream()>>>(T, H, dk, dv, work, S);
+  } else {
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_state_tc_kernel<true>), smem2);
+    gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
+  }
   JETLM_CUDA_CHECK_LAUNCH();
   detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
   const dim3 out_grid(unsigned(nc), unsigned(H), unsigned((dv + kOutCols - 1) / kOutCols));
