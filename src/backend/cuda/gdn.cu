@@ -698,6 +698,19 @@ __device__ __forceinline__ void copy_tile_async(float* dst, int dst_ld, const fl
   }
 }
 
+// A state pass's first group of chunk c: W [64][dk] and the block's 16 columns of U (from column
+// c0), then one commit, also past the last chunk (an empty group).
+__device__ __forceinline__ void load_w_u_async(float* W_s, int ldk, float* U_s, const ChunkWork& work, int64_t c,
+                                               int64_t nc, int64_t H, int64_t h, int64_t dk, int64_t dv,
+                                               int64_t c0) {
+  if (c < nc) {
+    const int64_t blk = c * H + h;
+    copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, int(dk), kChunk, int(dk));
+    copy_tile_async(U_s, kTcLd, work.U + blk * kChunk * dv + c0, int(dv), kChunk, kTcCols);
+  }
+  detail::cp_async_commit();
+}
+
 // SPLIT_O: the pass only carries the state: it writes each chunk's starting state (work.Sc) and
 // delta (work.Dl) and leaves o to gdn_output_tc_kernel, which runs all chunks in parallel. Its
 // per-chunk critical path loses the two o products and the e^G q and P copies.
@@ -707,7 +720,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
                                                            float* __restrict__ o) {
   using namespace nvcuda;
   extern __shared__ __align__(128) float smt[];
-  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  const int ldk = int(dk) + 4, dki = int(dk);
   float* S_s = smt;                    // [dk][20]
   float* D_s = S_s + dk * kTcLd;       // [64][20] delta, then the output rows
   float* U_s = D_s + kChunk * kTcLd;   // [64][20] this block's 16 columns of U
@@ -720,14 +733,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   const int64_t nc = (T + kChunk - 1) / kChunk;
   float* Sh = S + h * dk * dv;
   // Every call commits one group, empty past the last chunk, so the waits below count alike.
-  auto load_a = [&](int64_t c) {
-    if (c < nc) {
-      const int64_t blk = c * H + h;
-      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
-      copy_tile_async(U_s, kTcLd, work.U + blk * kChunk * dv + c0, dvi, kChunk, kTcCols);
-    }
-    detail::cp_async_commit();
-  };
+  auto load_a = [&](int64_t c) { load_w_u_async(W_s, ldk, U_s, work, c, nc, H, h, dk, dv, c0); };
   auto load_b = [&](int64_t c) {
     if (c < nc) {
       const int64_t blk = c * H + h;
@@ -840,7 +846,7 @@ __device__ __forceinline__ uint32_t tf32_bits(float x) { return __float_as_uint(
 __global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
                                                                         ChunkWork work, float* __restrict__ S) {
   extern __shared__ __align__(128) float smm[];
-  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  const int ldk = int(dk) + 4, dki = int(dk);
   float* S_s = smm;                   // [dk][20]
   float* D_s = S_s + dk * kTcLd;      // [64][20] delta
   float* U_s = D_s + kChunk * kTcLd;  // [64][20]
@@ -850,14 +856,8 @@ __global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T
   const int64_t h = blockIdx.y, c0 = int64_t(blockIdx.x) * kTcCols;
   const int64_t nc = (T + kChunk - 1) / kChunk;
   float* Sh = S + h * dk * dv;
-  auto load_a = [&](int64_t c) {  // every call commits one group, empty past the last chunk
-    if (c < nc) {
-      const int64_t blk = c * H + h;
-      copy_tile_async(W_s, ldk, work.W + blk * kChunk * dk, dki, kChunk, dki);
-      copy_tile_async(U_s, kTcLd, work.U + blk * kChunk * dv + c0, dvi, kChunk, kTcCols);
-    }
-    detail::cp_async_commit();
-  };
+  // Every call commits one group, empty past the last chunk, so the waits below count alike.
+  auto load_a = [&](int64_t c) { load_w_u_async(W_s, ldk, U_s, work, c, nc, H, h, dk, dv, c0); };
   auto load_b = [&](int64_t c) {
     if (c < nc) copy_tile_async(Kd_s, ldk, work.Kd + (c * H + h) * kChunk * dk, dki, kChunk, dki);
     detail::cp_async_commit();
