@@ -254,10 +254,12 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     if (cs.tc)
       std::printf("  mma.sync state pass: %s bits as the WMMA pass\n",
                   o_runs[4] == o_runs[0] && S_runs[4] == S_runs[0] ? "the same" : "other");
+    // TF32 operands: 2.5e-4 .. 4.5e-4 on the H100 for every variant (2026-12-07); float32 kernels ~3e-7.
+    const double tolerance = cs.tc ? 2e-3 : 1e-5;
     for (int run : {0, 2, 3, 4}) {
       const double eo = normalized_error(o_runs[run], o_exp), es = normalized_error(S_runs[run], S_exp);
-      EXPECT_LE(eo, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
-      EXPECT_LE(es, 1e-2) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+      EXPECT_LE(eo, tolerance) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+      EXPECT_LE(es, tolerance) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
       if (cs.tc && run == 0) {
         EXPECT_GE(eo, 1e-7) << "TF32 operands should leave a visible rounding error";
       }
