@@ -711,6 +711,25 @@ __device__ __forceinline__ void load_w_u_async(float* W_s, int ldk, float* U_s, 
   detail::cp_async_commit();
 }
 
+// The block's 16-column slice of a head's state Sh [dk][dv] to S_s [dk][20] before the first
+// chunk, and back after the last.
+__device__ __forceinline__ void load_state_slice(float* S_s, const float* Sh, int64_t dk, int64_t dv, int64_t c0) {
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
+}
+__device__ __forceinline__ void store_state_slice(float* Sh, const float* S_s, int64_t dk, int64_t dv, int64_t c0) {
+  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
+    Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+}
+
+// A chunk's starting state (S_s, 16 columns) to Sc [dk][dv], for the output kernel.
+__device__ __forceinline__ void store_start_state(float* Sc, const float* S_s, int dk, int64_t dv) {
+  for (int i = threadIdx.x; i < dk * (kTcCols / 4); i += blockDim.x) {
+    const int r = i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
+    *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * kTcLd + c4);
+  }
+}
+
 // SPLIT_O: the pass only carries the state: it writes each chunk's starting state (work.Sc) and
 // delta (work.Dl) and leaves o to gdn_output_tc_kernel, which runs all chunks in parallel. Its
 // per-chunk critical path loses the two o products and the e^G q and P copies.
@@ -745,8 +764,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   };
   load_a(0);
   load_b(0);
-  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
-    S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
+  load_state_slice(S_s, Sh, dk, dv, c0);
   using FragC = TcAcc;
   const int r0 = warp * 16;
   for (int64_t c = 0; c < nc; ++c) {
@@ -756,11 +774,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
     detail::cp_async_wait<1>();
     __syncthreads();  // group A of this chunk landed (and S_s / D_s are free)
     if constexpr (SPLIT_O) {  // the chunk's starting state, for the output kernel
-      float* Sc = work.Sc + blk * dk * dv + c0;
-      for (int i = threadIdx.x; i < dki * (kTcCols / 4); i += blockDim.x) {
-        const int r = i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
-        *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * kTcLd + c4);
-      }
+      store_start_state(work.Sc + blk * dk * dv + c0, S_s, dki, dv);
     }
 
     // delta rows r0.. = U - W S
@@ -814,8 +828,7 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   }
   detail::cp_async_wait<0>();
   __syncthreads();
-  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
-    Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+  store_state_slice(Sh, S_s, dk, dv, c0);
 }
 
 // The split state pass on raw mma.sync (m16n8k8, TF32 operands, float32 accumulators), opt-in
@@ -864,8 +877,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T
   };
   load_a(0);
   load_b(0);
-  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
-    S_s[(i / kTcCols) * kTcLd + i % kTcCols] = Sh[(i / kTcCols) * dv + c0 + i % kTcCols];
+  load_state_slice(S_s, Sh, dk, dv, c0);
   // Delta tile of this warp: rows 16 * (warp / 2), columns 8 * (warp % 2). State tiles: t and t + 8
   // of (dk / 16 row tiles) x 2, t = warp.
   const int drow = 16 * (warp / 2), dcol = 8 * (warp % 2);
@@ -875,11 +887,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T
     const float gL = work.E[(blk * kChunk + kChunk - 1) * 2];  // e^{G_last}
     detail::cp_async_wait<1>();
     __syncthreads();  // W, U landed; S_s holds the chunk's starting state
-    float* Sc = work.Sc + blk * dk * dv + c0;
-    for (int i = int(threadIdx.x); i < dki * (kTcCols / 4); i += int(blockDim.x)) {
-      const int r = i / (kTcCols / 4), c4 = (i % (kTcCols / 4)) * 4;
-      *reinterpret_cast<float4*>(Sc + int64_t(r) * dv + c4) = *reinterpret_cast<const float4*>(S_s + r * kTcLd + c4);
-    }
+    store_start_state(work.Sc + blk * dk * dv + c0, S_s, dki, dv);
     {  // delta = U - W S
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int k0 = 0; k0 < dki; k0 += 8) {
@@ -942,8 +950,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps) gdn_state_mma_kernel(int64_t T
   }
   detail::cp_async_wait<0>();
   __syncthreads();
-  for (int64_t i = threadIdx.x; i < dk * kTcCols; i += blockDim.x)
-    Sh[(i / kTcCols) * dv + c0 + i % kTcCols] = S_s[(i / kTcCols) * kTcLd + i % kTcCols];
+  store_state_slice(Sh, S_s, dk, dv, c0);
 }
 
 // The output of the split pass, all chunks in parallel: block = (chunk, head, 64 value columns),
