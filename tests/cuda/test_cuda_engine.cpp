@@ -747,10 +747,13 @@ TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
   // Half-precision models default to a bf16 KV cache; they also run with a float32 one.
   const bool f32_model = GetParam().find("f32") != std::string::npos;
   for (cuda::KvCacheType kv : {cuda::KvCacheType::Auto, cuda::KvCacheType::F32})
-  for (int64_t chunk : {int64_t(7), int64_t(64), int64_t(1024)}) {
+  for (int64_t chunk : {int64_t(7), int64_t(64), int64_t(1024)})
+  for (bool half_out : {true, false}) {  // float32 GEMM outputs: one configuration
+    if (!half_out && (chunk != 64 || kv != cuda::KvCacheType::Auto)) continue;
     for (int64_t prefill : {int64_t(1), int64_t(70)}) {
       if (kv == cuda::KvCacheType::F32 && f32_model) continue;  // the same as Auto
       cuda::CudaModelOptions opt;
+      opt.half_gemm_outputs = half_out;
       opt.kv_cache = kv;
       opt.max_slots = 3;
       opt.context_limit = 256;
@@ -767,8 +770,9 @@ TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
       expected.assign(golden_.logits.begin() + (prefill - 1) * vocab, golden_.logits.end());
       const double err = normalized_error(got, expected);
       EXPECT_LE(err, tolerance_) << "chunk " << chunk << " prefill " << prefill;
-      std::printf("  %s %s KV, chunk %ld prefill %ld: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(),
-                  dtype_name(gpu.kv_dtype()), long(chunk), long(prefill), err, tolerance_);
+      std::printf("  %s %s KV, chunk %ld prefill %ld%s: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(),
+                  dtype_name(gpu.kv_dtype()), long(chunk), long(prefill), half_out ? "" : ", float32 GEMM outputs",
+                  err, tolerance_);
       EXPECT_EQ(gpu.slot_tokens(slot), n);
     }
   }

@@ -319,6 +319,102 @@ TEST_F(CudaOps, MatmulSwiglu) {
       }
 }
 
+// Host value of a bf16/f16 element and the float32 -> half rounding (round to nearest even).
+float half_value(uint16_t bits, DType type) { return type == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits); }
+float round_half(float x, DType type) {
+  return half_value(type == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x), type);
+}
+std::vector<float> host_half(const cuda::Buffer<uint16_t>& b, DType type) {
+  std::vector<uint16_t> bits(b.size());
+  cuda::synchronize();
+  b.download(bits.data(), bits.size());
+  std::vector<float> out(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) out[i] = half_value(bits[i], type);
+  return out;
+}
+
+// `got` is `exact` rounded to `type`: every element within one half-precision step of it (the
+// two GEMMs may sum in different orders, which can move a value across a rounding boundary), and
+// at least 99% of them exactly its rounding.
+void expect_rounded(const std::vector<float>& got, const std::vector<float>& exact, DType type, const std::string& what) {
+  ASSERT_EQ(got.size(), exact.size()) << what;
+  size_t same = 0, far = 0;
+  const float step = type == DType::F16 ? 0x1p-10f : 0x1p-7f;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float r = round_half(exact[i], type);
+    same += got[i] == r;
+    far += !(std::fabs(got[i] - exact[i]) <= step * std::fabs(exact[i]) + 1e-30f);
+  }
+  EXPECT_EQ(far, 0u) << what;
+  EXPECT_GE(double(same), 0.99 * double(got.size())) << what << ": " << same << " of " << got.size() << " exact";
+}
+
+// The GEMM with a half-precision output is the float32-output GEMM rounded once (bias included).
+TEST_F(CudaOps, MatmulHalfOutIsTheFloat32GemmRounded) {
+  std::mt19937 rng(21);
+  for (DType dtype : {DType::BF16, DType::F16, DType::I8})
+    for (int64_t T : {9, 70})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{5, 7}, {108, 96}, {384, 1536}, {257, 130}}) {
+        StoredMatrix W = make_matrix(rng, rows, cols, dtype);
+        cuda::MatrixBuffer Wd = cuda::upload(W.view);
+        const DType out_type = cuda::gemm_half_type(Wd.view);
+        EXPECT_EQ(out_type, dtype == DType::F16 ? DType::F16 : DType::BF16);
+        std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+        auto xd = dev(x), biasd = dev(bias);
+        for (bool with_bias : {false, true})
+          for (bool pre_rounded : {false, true}) {
+            auto y32 = poisoned(size_t(T * rows));
+            cuda::matmul(xd.data(), T, Wd.view, with_bias ? biasd.data() : nullptr, y32.data());
+            cuda::Buffer<uint16_t> xr(size_t(T * cols)), yh(size_t(T * rows));
+            cuda::fill_bytes(yh.data(), 0xff, yh.size() * 2);  // NaN in both half types
+            if (pre_rounded) cuda::round_input(xd.data(), T * cols, Wd.view, xr.data());
+            cuda::matmul_half_out(xd.data(), pre_rounded ? xr.data() : nullptr, T, Wd.view,
+                                  with_bias ? biasd.data() : nullptr, yh.data());
+            expect_rounded(host_half(yh, out_type), host(y32), out_type,
+                           std::string(dtype_name(dtype)) + " T=" + std::to_string(T) + " " + std::to_string(rows) +
+                               "x" + std::to_string(cols) + (with_bias ? " bias" : "") +
+                               (pre_rounded ? " pre-rounded" : ""));
+          }
+      }
+}
+
+// matmul_swiglu with the gate/up GEMM writing half precision: silu(gate) * up of the rounded
+// float32 GEMM outputs (to the float32 and to the rounded output).
+TEST_F(CudaOps, MatmulSwigluFromHalfGateUp) {
+  std::mt19937 rng(22);
+  for (DType dtype : {DType::BF16, DType::F16, DType::I8})
+    for (int64_t T : {9, 33})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {37, 96}, {300, 1536}}) {
+        StoredMatrix W = make_matrix(rng, 2 * rows, cols, dtype);  // rows 2i / 2i+1: a gate/up pair
+        cuda::MatrixBuffer Wd = cuda::upload(W.view);
+        const DType half = cuda::gemm_half_type(Wd.view);
+        std::vector<float> x = random_vector(rng, size_t(T * cols));
+        auto xd = dev(x);
+        auto y2 = poisoned(size_t(T * 2 * rows));
+        cuda::matmul(xd.data(), T, Wd.view, nullptr, y2.data());
+        const std::vector<float> both = host(y2);
+        std::vector<float> expected(size_t(T * rows));
+        for (size_t i = 0; i < expected.size(); ++i) {
+          const double g = round_half(both[2 * i], half), u = round_half(both[2 * i + 1], half);
+          expected[i] = float(g / (1.0 + std::exp(-g)) * u);
+        }
+        const std::string what = std::string(dtype_name(dtype)) + " T=" + std::to_string(T) + " " +
+                                 std::to_string(rows) + "x" + std::to_string(cols);
+        auto yd = poisoned(size_t(T * rows));
+        cuda::matmul_swiglu(xd.data(), T, Wd.view, yd.data(), nullptr, nullptr, /*half_gate_up=*/true);
+        const std::vector<float> got = host(yd);
+        // A gate or up value that rounds the other way (see expect_rounded) moves its product by
+        // one half-precision step; all others agree to float32 precision.
+        size_t close = 0;
+        for (size_t i = 0; i < got.size(); ++i) close += std::fabs(got[i] - expected[i]) <= 1e-5f * (std::fabs(expected[i]) + 1e-3f);
+        EXPECT_GE(double(close), 0.98 * double(got.size())) << what;
+        EXPECT_LT(normalized_error(got, expected), 2e-2) << what;
+        cuda::Buffer<uint16_t> yr(size_t(T * rows));
+        cuda::matmul_swiglu(xd.data(), T, Wd.view, nullptr, nullptr, yr.data(), true);
+        expect_rounded(host_half(yr, half), got, half, what + " rounded output");
+      }
+}
+
 TEST_F(CudaOps, Embedding) {
   std::mt19937 rng(2);
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::I8}) {
@@ -460,6 +556,33 @@ TEST_F(CudaOps, DynamicConv) {
         EXPECT_LT(record("dconv", normalized_error(host(vd), b), kTolF32), kTolF32) << what;
         EXPECT_EQ(host(sd), s) << "state " << what;
       }
+}
+
+// The generated kernels in bf16/f16 (the conv generator's GEMM with half output): the same bits
+// as the float32 kernel on the rounded taps, and the same state.
+TEST_F(CudaOps, DynamicConvOfHalfKernels) {
+  std::mt19937 rng(16);
+  for (DType type : {DType::BF16, DType::F16})
+    for (int64_t K : {1, 3, 4})
+      for (int64_t C : {13, 3072})
+        for (int64_t T : {1, 9, 64}) {
+          std::vector<float> u = random_vector(rng, size_t(T * C)), ker = random_vector(rng, size_t(T * C * K));
+          std::vector<float> s = random_vector(rng, size_t(std::max<int64_t>(K - 1, 1) * C));
+          std::vector<uint16_t> bits(ker.size());
+          for (size_t i = 0; i < ker.size(); ++i) {
+            bits[i] = type == DType::F16 ? f32_to_f16(ker[i]) : f32_to_bf16(ker[i]);
+            ker[i] = half_value(bits[i], type);
+          }
+          auto ud = dev(u), kd = dev(ker), s32 = dev(s), sh = dev(s);
+          auto kh = dev(bits);
+          auto v32 = poisoned(size_t(T * C)), vh = poisoned(size_t(T * C));
+          cuda::dconv(ud.data(), kd.data(), T, C, K, s32.data(), v32.data());
+          cuda::dconv(ud.data(), kh.data(), type, T, C, K, sh.data(), vh.data());
+          const std::string what = std::string(dtype_name(type)) + " K=" + std::to_string(K) + " C=" +
+                                   std::to_string(C) + " T=" + std::to_string(T);
+          EXPECT_EQ(host(vh), host(v32)) << what;
+          EXPECT_EQ(host(sh), host(s32)) << "state " << what;
+        }
 }
 
 using test::GdnInputs;

@@ -100,6 +100,8 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   if (const char* env = std::getenv("JETLM_GDN_NORM"); env && std::string(env) == "0") fuse_gdn_norm_ = false;
   if (const char* env = std::getenv("JETLM_JET_STEP"); env && std::string(env) == "0") fuse_jet_step_ = false;
   if (const char* env = std::getenv("JETLM_QKV_ROPE"); env && std::string(env) == "0") fuse_qkv_rope_ = false;
+  half_gemm_out_ = options_.half_gemm_outputs;
+  if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT"); env && std::string(env) == "0") half_gemm_out_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -485,9 +487,14 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       project(xr, T, d.jv, nullptr, s.u.data());
       project(xr, T, d.w1, nullptr, s.hidden.data());
       silu(s.hidden.data(), T * j.generator_hidden);
-      matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
       float* conv_state = d.conv.data() + slot * (K - 1) * value_dim;
-      dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
+      if (half_gemm_out_ && gemm_rounds_input(T, d.w2)) {
+        matmul_half_out(s.hidden.data(), nullptr, T, d.w2, d.w2_bias, s.kernels.data());
+        dconv(s.u.data(), s.kernels.data(), gemm_half_type(d.w2), T, value_dim, K, conv_state, s.vv.data());
+      } else {
+        matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
+        dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
+      }
       project(xr, T, d.jb, nullptr, s.b_raw.data());
       project(xr, T, d.ja, nullptr, s.a_raw.data());
       jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, T, H, s.beta.data(), s.g.data());
@@ -546,7 +553,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
     if (d.gate_up.data && gemm_rounds_input(T, d.gate_up) && gemm_rounds_input(T, d.down) &&
         (d.gate_up.dtype == DType::F16) == (d.down.dtype == DType::F16)) {
       // The SwiGLU pass writes the down projection's rounded input directly.
-      matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, nullptr, s.rounded.data());
+      matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, nullptr, s.rounded.data(), half_gemm_out_);
       matmul_rounded(s.rounded.data(), T, d.down, nullptr, s.branch.data());
     } else {
       mlp_gate_up(d, s.normed.data(), T);

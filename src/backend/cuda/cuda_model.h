@@ -43,6 +43,11 @@ struct CudaModelOptions {
   // all of it off, JETLM_GDN_NORM=0 only the latter (A/B runs).
   bool fuse_decode = true;
   KvCacheType kv_cache = KvCacheType::Auto;
+  // Prefill of half-precision and q8 models: the MLP's gate/up GEMM and the JetBlock's conv
+  // generator GEMM write their outputs rounded to bf16/f16, as the model's bf16 PyTorch Linears
+  // return them, instead of float32 (half the bytes of the two largest intermediates: 147 and
+  // 100 MB per 2048-token chunk of Jet-Nemotron-2B). JETLM_GEMM_HALF_OUT=0 turns it off.
+  bool half_gemm_outputs = true;
 };
 
 class CudaModel final : public BatchBackend {
@@ -104,6 +109,7 @@ class CudaModel final : public BatchBackend {
   bool fuse_gdn_norm_ = true;  // unless JETLM_GDN_NORM=0
   bool fuse_jet_step_ = true;  // unless JETLM_JET_STEP=0
   bool fuse_qkv_rope_ = true;  // unless JETLM_QKV_ROPE=0
+  bool half_gemm_out_ = true;  // options_.half_gemm_outputs unless JETLM_GEMM_HALF_OUT=0
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;

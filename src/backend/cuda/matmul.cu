@@ -394,16 +394,34 @@ gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* 
   }
 }
 
+template <typename T> __device__ __forceinline__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else return __bfloat162float(v);
+}
+template <typename T> __device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else return __float2bfloat16_rn(v);
+}
+
 // y[T, N/2] = silu(y2[:, even]) * y2[:, odd]: the GEMM path of matmul_swiglu.
+// IT: the GEMM's output type (float, or the weights' half type when it writes gate/up rounded).
 // OT float, or the next GEMM's rounded input (bf16 / f16: the same rounding as round_input).
-template <typename OT>
-__global__ void swiglu_pairs_kernel(const float* __restrict__ y2, int64_t n_half, OT* __restrict__ y) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+// Each thread takes two pairs (four inputs in one vector load; y2 16-byte aligned).
+template <typename IT, typename OT>
+__global__ void swiglu_pairs_kernel(const IT* __restrict__ y2, int64_t n_half, OT* __restrict__ y) {
+  const int64_t i = 2 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
   if (i >= n_half) return;
-  const float r = silu_f(y2[2 * i]) * y2[2 * i + 1];
-  if constexpr (std::is_same_v<OT, float>) y[i] = r;
-  else if constexpr (std::is_same_v<OT, __half>) y[i] = __float2half_rn(r);
-  else y[i] = __float2bfloat16_rn(r);
+  if (i + 1 == n_half) {  // odd n_half: the last pair alone
+    y[i] = from_float<OT>(silu_f(to_float(y2[2 * i])) * to_float(y2[2 * i + 1]));
+    return;
+  }
+  IT in[4];
+  if constexpr (sizeof(IT) == 4) *reinterpret_cast<float4*>(in) = *reinterpret_cast<const float4*>(y2 + 2 * i);
+  else *reinterpret_cast<uint2*>(in) = *reinterpret_cast<const uint2*>(y2 + 2 * i);
+  y[i] = from_float<OT>(silu_f(to_float(in[0])) * to_float(in[1]));
+  y[i + 1] = from_float<OT>(silu_f(to_float(in[2])) * to_float(in[3]));
 }
 
 using detail::use_pdl;
@@ -677,9 +695,11 @@ std::mutex& lt_mutex() {
 }
 
 // Call with lt_mutex() held (the plan's descriptor also carries the bias pointer of a call).
-LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ldc, bool accumulate, bool bias) {
-  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int>, LtPlan> plans;
-  const auto key = std::make_tuple(int(type), T, N, K, ldc, int(accumulate) * 2 + int(bias));
+// out_type: D's type (float32, or the operands' half type: rounded once after the float32 sum).
+LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ldc, bool accumulate, bool bias,
+                cudaDataType_t out_type) {
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, int>, LtPlan> plans;
+  const auto key = std::make_tuple(int(type), T, N, K, ldc, int(accumulate) * 2 + int(bias), int(out_type));
   auto it = plans.find(key);
   if (it != plans.end()) return it->second;
   LtPlan p;
@@ -697,7 +717,7 @@ LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ld
   }
   JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, uint64_t(K), uint64_t(N), K));
   JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, uint64_t(K), uint64_t(T), K));
-  JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(N), uint64_t(T), ldc));
+  JETLM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out_type, uint64_t(N), uint64_t(T), ldc));
   cublasLtMatmulPreference_t pref = nullptr;
   JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -716,29 +736,39 @@ LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ld
   return plans.emplace(key, p).first->second;
 }
 
+template <typename OT>
 __global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int64_t N, int64_t ldc,
-                                 float* __restrict__ y) {
+                                 OT* __restrict__ y) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < T * N) y[(i / N) * ldc + i % N] = bias[i % N];
+  if (i < T * N) y[(i / N) * ldc + i % N] = from_float<OT>(bias[i % N]);
 }
 
-// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ bias[N]), through cuBLASLt.
+// Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ bias[N]), through cuBLASLt. y is float32, or of
+// the operands' half type when out_type says so (the float32 sum rounded once, bias included).
 void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, const float* bias,
-          float* y, int64_t ldc) {
+          void* y, int64_t ldc, cudaDataType_t out_type = CUDA_R_32F) {
   static void* workspace = [] {
     void* w = nullptr;
     JETLM_CUDA_CHECK(cudaMalloc(&w, kLtWorkspace));
     return w;
   }();
+  JETLM_ASSERT(out_type == CUDA_R_32F || out_type == type, "gemm: output float32 or the operands' type");
   std::lock_guard<std::mutex> lock(lt_mutex());
-  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, bias != nullptr);
+  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, bias != nullptr, out_type);
   float beta = 0.0f;
   if (bias && p->ok) {
     JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  } else if (bias) {  // no epilogue algorithm: y = bias rows, then y += x W^T
-    bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, y);
+  } else if (bias) {
+    // No epilogue algorithm: y = bias rows, then y += x W^T. With a half-precision y the bias is
+    // rounded to it first (exact for the bf16 biases of bf16 checkpoints).
+    if (out_type == CUDA_R_32F)
+      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<float*>(y));
+    else if (out_type == CUDA_R_16F)
+      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<__half*>(y));
+    else
+      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<__nv_bfloat16*>(y));
     JETLM_CUDA_CHECK_LAUNCH();
-    p = &lt_plan(type, T, N, K, ldc, true, false);
+    p = &lt_plan(type, T, N, K, ldc, true, false, out_type);
     beta = 1.0f;
   }
   const float one = 1.0f;
@@ -780,24 +810,54 @@ void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out) {
   if (n > 0) round_to(x, n, W.dtype, out);
 }
 
-void matmul_rounded(const void* xh, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+namespace {
+
+cudaDataType_t half_type_of(const DeviceMatrix& W) { return W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF; }
+
+// matmul_rounded with y float32 (out_type CUDA_R_32F) or rounded to the weights' half type.
+void matmul_rounded_to(const void* xh, int64_t T, const DeviceMatrix& W, const float* bias, void* y,
+                       cudaDataType_t out_type) {
   JETLM_ASSERT(gemm_rounds_input(T, W), "matmul_rounded: for the GEMM of half-precision or q8 weights only");
   JETLM_ASSERT(W.dtype == DType::BF16 || W.dtype == DType::F16 || (W.dtype == DType::I8 && W.scales != nullptr),
                "matmul_rounded: unsupported weight dtype");
   const int64_t N = W.rows, K = W.cols;
   JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
-  if (W.dtype != DType::I8)
-    return gemm(xh, W.data, W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF, T, N, K, bias, y, N);
+  if (W.dtype != DType::I8) return gemm(xh, W.data, half_type_of(W), T, N, K, bias, y, N, out_type);
   // q8: dequantize blocks of rows (about 32 MB of bf16 at a time) and multiply each.
   const int64_t block_rows = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(16) << 20) / K));
   auto* wb = static_cast<__nv_bfloat16*>(detail::workspace(1, size_t(block_rows * K) * 2));
+  const size_t out_size = out_type == CUDA_R_32F ? 4 : 2;
   for (int64_t r0 = 0; r0 < N; r0 += block_rows) {
     const int64_t rows = std::min(block_rows, N - r0);
     dequant_q8_kernel<<<blocks_for(rows * K, 256), 256, 0, stream()>>>(
         static_cast<const int8_t*>(W.data) + r0 * K, W.scales + r0 * q8_blocks(K), rows, K, wb);
     JETLM_CUDA_CHECK_LAUNCH();
-    gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias ? bias + r0 : nullptr, y + r0, N);
+    gemm(xh, wb, CUDA_R_16BF, T, rows, K, bias ? bias + r0 : nullptr, static_cast<uint8_t*>(y) + size_t(r0) * out_size,
+         N, out_type);
   }
+}
+
+// x rounded to W's half type in workspace slot 0 (the GEMM input of matmul).
+const void* rounded_input(const float* x, int64_t T, const DeviceMatrix& W) {
+  void* xh = detail::workspace(0, size_t(T * W.cols) * 2);
+  round_to(x, T * W.cols, W.dtype, xh);
+  return xh;
+}
+
+}  // namespace
+
+void matmul_rounded(const void* xh, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
+  matmul_rounded_to(xh, T, W, bias, y, CUDA_R_32F);
+}
+
+DType gemm_half_type(const DeviceMatrix& W) { return W.dtype == DType::F16 ? DType::F16 : DType::BF16; }
+
+void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias,
+                     void* y) {
+  JETLM_ASSERT(gemm_rounds_input(T, W), "matmul_half_out: for the GEMM of half-precision or q8 weights only");
+  if (T == 0) return;
+  matmul_rounded_to(x_rounded ? x_rounded : rounded_input(x, T, W), T, W, bias, y,
+                    W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF);
 }
 
 void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
@@ -811,13 +871,30 @@ void matmul(const float* x, int64_t T, const DeviceMatrix& W, const float* bias,
   JETLM_ASSERT(N < (int64_t(1) << 31) && K < (int64_t(1) << 31) && T < (int64_t(1) << 31));
   if (W.dtype == DType::F32) return gemm(x, W.data, CUDA_R_32F, T, N, K, bias, y, N);
   // Half-precision operands: x rounded to the weight type once.
-  void* xh = detail::workspace(0, size_t(T * K) * 2);
-  round_to(x, T * K, W.dtype, xh);
-  matmul_rounded(xh, T, W, bias, y);
+  matmul_rounded(rounded_input(x, T, W), T, W, bias, y);
 }
 
+namespace {
+
+// y (OT) = silu(y2 even) * y2 odd over n_half pairs.
+template <typename IT, typename OT>
+void swiglu_pairs(const IT* y2, int64_t n_half, OT* y) {
+  swiglu_pairs_kernel<IT, OT><<<blocks_for((n_half + 1) / 2, 256), 256, 0, stream()>>>(y2, n_half, y);
+  JETLM_CUDA_CHECK_LAUNCH();
+}
+
+template <typename IT>
+void swiglu_pairs_to(const IT* y2, int64_t n_half, DType weight_type, float* y, void* y_rounded) {
+  if (!y_rounded) return swiglu_pairs(y2, n_half, y);
+  JETLM_ASSERT(weight_type != DType::F32, "matmul_swiglu: float32 weights have no rounded output");
+  if (weight_type == DType::F16) swiglu_pairs(y2, n_half, static_cast<__half*>(y_rounded));
+  else swiglu_pairs(y2, n_half, static_cast<__nv_bfloat16*>(y_rounded));
+}
+
+}  // namespace
+
 void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, const void* x_rounded,
-                   void* y_rounded) {
+                   void* y_rounded, bool half_gate_up) {
   JETLM_ASSERT(W.rows % 2 == 0, "matmul_swiglu: W must hold gate/up row pairs");
   JETLM_ASSERT(!(x_rounded || y_rounded) || gemm_rounds_input(T, W),
                "matmul_swiglu: rounded input/output only on the GEMM path of half-precision or q8 weights");
@@ -827,20 +904,18 @@ void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, c
   if (T <= kGemvMaxT)
     return with_weight_type(W.dtype, [&](auto type) { launch_gemv<decltype(type), true>(x, T, W, nullptr, y); });
   // GEMM into scratch (workspace slot 12), then the pairs.
+  const int64_t n_half = T * (W.rows / 2);
+  if (half_gate_up && gemm_rounds_input(T, W)) {
+    void* y2 = detail::workspace(12, 2 * size_t(T * W.rows));
+    matmul_half_out(x, x_rounded, T, W, nullptr, y2);
+    if (gemm_half_type(W) == DType::F16) swiglu_pairs_to(static_cast<const __half*>(y2), n_half, W.dtype, y, y_rounded);
+    else swiglu_pairs_to(static_cast<const __nv_bfloat16*>(y2), n_half, W.dtype, y, y_rounded);
+    return;
+  }
   auto* y2 = static_cast<float*>(detail::workspace(12, sizeof(float) * size_t(T * W.rows)));
   if (x_rounded) matmul_rounded(x_rounded, T, W, nullptr, y2);
   else matmul(x, T, W, nullptr, y2);
-  const int64_t n_half = T * (W.rows / 2);
-  if (y_rounded && W.dtype == DType::F16) {
-    swiglu_pairs_kernel<__half><<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, static_cast<__half*>(y_rounded));
-  } else if (y_rounded) {
-    JETLM_ASSERT(W.dtype != DType::F32, "matmul_swiglu: float32 weights have no rounded output");
-    swiglu_pairs_kernel<__nv_bfloat16><<<blocks_for(n_half, 256), 256, 0, stream()>>>(
-        y2, n_half, static_cast<__nv_bfloat16*>(y_rounded));
-  } else {
-    swiglu_pairs_kernel<float><<<blocks_for(n_half, 256), 256, 0, stream()>>>(y2, n_half, y);
-  }
-  JETLM_CUDA_CHECK_LAUNCH();
+  swiglu_pairs_to(static_cast<const float*>(y2), n_half, W.dtype, y, y_rounded);
 }
 
 bool gemv_fuses_norm(int64_t K) { return K > 0 && sizeof(float) * size_t(K) <= kGemvNormMaxBytes; }
