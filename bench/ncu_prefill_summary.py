@@ -6,7 +6,7 @@ Profile (as in docs/performance.md):
       -p 4096 -n 1 --chunk 2048 > ncu.csv
 Then:
   python3 bench/ncu_prefill_summary.py ncu.csv [FIRST_CHUNK [CHUNKS]]
-Each forward pass starts with the token embedding; `bench` runs a short warm-up prefill first
+Each forward pass starts with the token embedding; `bench` runs a warm-up prefill of one chunk first
 (chunk 0), so the 4096-token prompt above is chunks 1 and 2 (the defaults). Prints a markdown
 table of summed kernel time per category (kernels serialized, as ncu runs them).
 """

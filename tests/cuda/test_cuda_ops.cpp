@@ -109,7 +109,7 @@ TEST_F(CudaOps, Matmul) {
   std::mt19937 rng(1);
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1}, {5, 7}, {33, 95}, {108, 96}, {257, 130}, {64, 1536}, {300, 256}, {37, 8960}};
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::I8})
-    for (int64_t T : {1, 2, 3, 8, 9, 64, 200})
+    for (int64_t T : {1, 2, 3, 8, 9, 64, 200, 256})  // 256: a tuned GEMM plan (autotune)
       for (auto [rows, cols] : shapes) {
         StoredMatrix W = make_matrix(rng, rows, cols, dtype);
         cuda::MatrixBuffer Wd = cuda::upload(W.view);

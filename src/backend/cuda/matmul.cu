@@ -13,6 +13,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -676,7 +677,25 @@ struct LtPlan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool ok = false;
+  cublasLtMatmulAlgo_t candidates[8]{};  // the heuristic's best few, best first (autotune)
+  int n_candidates = 0;
+  bool tuned = false;
 };
+
+// Prefill GEMMs whose row count is a multiple of kAutotuneRows (full prefill chunks: the shapes
+// that repeat) time the heuristic's candidates once, on their first call outside graph capture,
+// and keep the fastest; other shapes (a prompt's last partial chunk) keep the heuristic's first
+// choice, so arbitrary prompt lengths do not each pay for a tuning. JETLM_GEMM_AUTOTUNE=0: never.
+constexpr int64_t kAutotuneRows = 256;
+constexpr int kAutotuneCandidates = int(sizeof(LtPlan::candidates) / sizeof(cublasLtMatmulAlgo_t));
+
+bool gemm_autotune() {
+  static const bool on = [] {
+    const char* env = std::getenv("JETLM_GEMM_AUTOTUNE");
+    return !(env && std::string(env) == "0");
+  }();
+  return on;
+}
 
 constexpr size_t kLtWorkspace = size_t(32) << 20;
 
@@ -722,17 +741,19 @@ LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ld
   JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   JETLM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                           &kLtWorkspace, sizeof kLtWorkspace));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kAutotuneCandidates]{};
   int found = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), p.op, p.a, p.b, p.c, p.c, pref,
+                                                           kAutotuneCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS && !(bias && st == CUBLAS_STATUS_NOT_SUPPORTED)) JETLM_CUBLAS_CHECK(st);
   p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
   if (!p.ok && !bias)
     throw Error("cuBLASLt has no algorithm for a " + std::to_string(T) + "x" + std::to_string(N) + "x" +
                 std::to_string(K) + " GEMM");
-  p.algo = result.algo;
+  p.algo = results[0].algo;
+  for (int i = 0; p.ok && i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates[p.n_candidates++] = results[i].algo;
   return plans.emplace(key, p).first->second;
 }
 
@@ -772,6 +793,43 @@ void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t 
     beta = 1.0f;
   }
   const float one = 1.0f;
+  if (beta == 0.0f && !p->tuned) {
+    LtPlan& plan = const_cast<LtPlan&>(*p);
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    JETLM_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
+    // Not while a CUDA graph is captured (nothing runs then); such plans keep the first choice.
+    if (capture == cudaStreamCaptureStatusNone) {
+      if (gemm_autotune() && T % kAutotuneRows == 0 && plan.n_candidates > 1) {
+        // Each candidate once to warm up, then three timed runs; y is rewritten by the real call.
+        cudaEvent_t start, stop;
+        JETLM_CUDA_CHECK(cudaEventCreate(&start));
+        JETLM_CUDA_CHECK(cudaEventCreate(&stop));
+        float best_ms = INFINITY;
+        for (int i = 0; i < plan.n_candidates; ++i) {
+          const cublasLtMatmulAlgo_t& algo = plan.candidates[i];
+          if (cublasLtMatmul(lt_handle(), plan.op, &one, W, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &algo,
+                             workspace, kLtWorkspace, stream()) != CUBLAS_STATUS_SUCCESS)
+            continue;
+          JETLM_CUDA_CHECK(cudaEventRecord(start, stream()));
+          bool ok = true;
+          for (int r = 0; r < 3 && ok; ++r)
+            ok = cublasLtMatmul(lt_handle(), plan.op, &one, W, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &algo,
+                                workspace, kLtWorkspace, stream()) == CUBLAS_STATUS_SUCCESS;
+          JETLM_CUDA_CHECK(cudaEventRecord(stop, stream()));
+          JETLM_CUDA_CHECK(cudaEventSynchronize(stop));
+          float ms = 0;
+          JETLM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+          if (ok && ms < best_ms) {
+            best_ms = ms;
+            plan.algo = algo;
+          }
+        }
+        cudaEventDestroy(start);
+        cudaEventDestroy(stop);
+      }
+      plan.tuned = true;
+    }
+  }
   JETLM_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), p->op, &one, W, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo,
                                     workspace, kLtWorkspace, stream()));
 }
