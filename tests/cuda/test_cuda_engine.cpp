@@ -20,6 +20,7 @@
 #include "backend/cuda/cuda_model.h"
 #include "backend/cuda/ops_cuda.h"
 #include "backend/ops.h"
+#include "core/dtype.h"
 #include "gdn_inputs.h"
 #include "golden/golden_data.h"
 #include "jetlm/model.h"
@@ -340,6 +341,33 @@ TEST(CudaEngineOps, JetDecodePrepEqualsTheSeparateOps) {
   const auto fused_out = outputs(true), separate = outputs(false);
   const char* names[] = {"q", "k", "u", "gate", "hidden", "beta", "g"};
   for (size_t i = 0; i < separate.size(); ++i) EXPECT_EQ(fused_out[i], separate[i]) << names[i];
+
+  // Fused rows in bf16 / f16 (prefill's stacked GEMM with half output): the bits of the float32
+  // kernel on the same values. 150 rows, more than one row block of the grid's y.
+  const int64_t R = 150;
+  for (DType type : {DType::BF16, DType::F16}) {
+    std::vector<float> values = random_vector(rng, size_t(R * N), -3, 3);
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      bits[i] = type == DType::F16 ? f32_to_f16(values[i]) : f32_to_bf16(values[i]);
+      values[i] = type == DType::F16 ? f16_to_f32(bits[i]) : bf16_to_f32(bits[i]);
+    }
+    auto d_values = dev(values);
+    auto d_bits = dev(bits);
+    auto run = [&](bool half) {
+      cuda::Buffer<float> q(size_t(R * kd)), k(q.size()), u(size_t(R * vd)), gate(u.size()), hidden(size_t(R * gh)),
+          beta(size_t(R * H)), g(beta.size());
+      if (half)
+        cuda::jet_decode_prep(d_bits.data(), type, R, H, dk, dv, gh, q_scale, d_A.data(), d_dt.data(), q.data(),
+                              k.data(), u.data(), gate.data(), hidden.data(), beta.data(), g.data());
+      else
+        cuda::jet_decode_prep(d_values.data(), R, H, dk, dv, gh, q_scale, d_A.data(), d_dt.data(), q.data(), k.data(),
+                              u.data(), gate.data(), hidden.data(), beta.data(), g.data());
+      return std::vector<std::vector<float>>{host(q), host(k), host(u), host(gate), host(hidden), host(beta), host(g)};
+    };
+    const auto from_half = run(true), from_float = run(false);
+    for (size_t i = 0; i < from_float.size(); ++i) EXPECT_EQ(from_half[i], from_float[i]) << dtype_name(type) << " " << names[i];
+  }
 }
 
 TEST(CudaEngineOps, DconvStepAndGdnStepMatchReferenceInScatteredSlots) {

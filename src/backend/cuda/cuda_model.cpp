@@ -101,6 +101,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   if (const char* env = std::getenv("JETLM_JET_STEP"); env && std::string(env) == "0") fuse_jet_step_ = false;
   if (const char* env = std::getenv("JETLM_QKV_ROPE"); env && std::string(env) == "0") fuse_qkv_rope_ = false;
   half_gemm_out_ = options_.half_gemm_outputs;
+  if (const char* env = std::getenv("JETLM_PREFILL_STACKED"); env && std::string(env) == "0") stacked_prefill_ = false;
   if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT"); env && std::string(env) == "0") half_gemm_out_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
@@ -293,7 +294,8 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   // Outputs of the stacked decode projections, [slots, rows of the widest stack].
   int64_t widest = 2 * int64_t(c.intermediate) + int64_t(c.n_heads) * c.head_dim + 2 * kv_row;
   if (c.has_kind(LayerKind::Jet)) widest = std::max<int64_t>(widest, 2 * j.key_dim() + 2 * j.value_dim() + 2 * j.num_heads + j.generator_hidden);
-  sc->fused = Buffer<float>(size_t(S * widest));
+  // Prefill of a JetBlock layer also writes its stacked projection here: [R, widest] then.
+  sc->fused = Buffer<float>(size_t((c.has_kind(LayerKind::Jet) ? R : S) * widest));
   sc->mlp_gate = Buffer<float>(size_t(R * c.intermediate));
   sc->mlp_up = Buffer<float>(size_t(R * c.intermediate));
   sc->rounded = Buffer<uint16_t>(size_t(R * std::max<int64_t>(D, c.intermediate)));
@@ -478,15 +480,28 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
     if (d.kind == LayerKind::Jet) {
       const int64_t H = j.num_heads, dk = j.head_k_dim, dv = j.head_v_dim, key_dim = H * dk, value_dim = H * dv;
       const int64_t K = j.conv_size;
+      const bool stacked = stacked_prefill_ && d.in_proj.data && gemm_rounds_input(T, d.in_proj);
       // Seven projections of xn: one rounding of it (the first's type) for all.
-      const RoundedInput xr = round_shared(xn, T, D, d.jq, s.rounded.data());
-      project(xr, T, d.jq, nullptr, s.q.data());
-      project(xr, T, d.jk, nullptr, s.k.data());
-      silu(s.q.data(), T * key_dim);
-      silu(s.k.data(), T * key_dim);
-      project(xr, T, d.jv, nullptr, s.u.data());
-      project(xr, T, d.w1, nullptr, s.hidden.data());
-      silu(s.hidden.data(), T * j.generator_hidden);
+      const RoundedInput xr = round_shared(xn, T, D, stacked ? d.in_proj : d.jq, s.rounded.data());
+      if (stacked) {
+        // One GEMM over the stacked projections (q, k, v, g, b, a, w1), then one kernel for the
+        // activations, the q/k norms, the gates and the copies out.
+        const float q_scale = 1.0f / std::sqrt(float(dk));
+        const bool half = half_gemm_out_;
+        if (half) matmul_half_out(xn, xr.data, T, d.in_proj, nullptr, s.fused.data());
+        else matmul_rounded(xr.data, T, d.in_proj, nullptr, s.fused.data());
+        jet_decode_prep(s.fused.data(), half ? gemm_half_type(d.in_proj) : DType::F32, T, H, dk, dv,
+                        j.generator_hidden, q_scale, d.A_log, d.dt_bias, s.q.data(), s.k.data(), s.u.data(),
+                        s.gate.data(), s.hidden.data(), s.beta.data(), s.g.data());
+      } else {
+        project(xr, T, d.jq, nullptr, s.q.data());
+        project(xr, T, d.jk, nullptr, s.k.data());
+        silu(s.q.data(), T * key_dim);
+        silu(s.k.data(), T * key_dim);
+        project(xr, T, d.jv, nullptr, s.u.data());
+        project(xr, T, d.w1, nullptr, s.hidden.data());
+        silu(s.hidden.data(), T * j.generator_hidden);
+      }
       float* conv_state = d.conv.data() + slot * (K - 1) * value_dim;
       if (half_gemm_out_ && gemm_rounds_input(T, d.w2)) {
         matmul_half_out(s.hidden.data(), nullptr, T, d.w2, d.w2_bias, s.kernels.data());
@@ -495,11 +510,13 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
         dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
       }
-      project(xr, T, d.jb, nullptr, s.b_raw.data());
-      project(xr, T, d.ja, nullptr, s.a_raw.data());
-      jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, T, H, s.beta.data(), s.g.data());
-      l2norm_rows(s.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
-      l2norm_rows(s.k.data(), T * H, dk, 1.0f);
+      if (!stacked) {
+        project(xr, T, d.jb, nullptr, s.b_raw.data());
+        project(xr, T, d.ja, nullptr, s.a_raw.data());
+        jet_gates(s.b_raw.data(), s.a_raw.data(), d.A_log, d.dt_bias, T, H, s.beta.data(), s.g.data());
+        l2norm_rows(s.q.data(), T * H, dk, 1.0f / std::sqrt(float(dk)));
+        l2norm_rows(s.k.data(), T * H, dk, 1.0f);
+      }
       float* state = d.state.data() + slot * H * dk * dv;
       if (T == 1)
         gdn_recurrent(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
@@ -507,7 +524,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         gdn_chunked_tc(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       else
         gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
-      project(xr, T, d.jg, nullptr, s.gate.data());
+      if (!stacked) project(xr, T, d.jg, nullptr, s.gate.data());
       gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps);
       matmul(s.o.data(), T, d.jo, nullptr, s.branch.data());
     } else {

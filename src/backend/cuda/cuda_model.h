@@ -110,6 +110,9 @@ class CudaModel final : public BatchBackend {
   bool fuse_jet_step_ = true;  // unless JETLM_JET_STEP=0
   bool fuse_qkv_rope_ = true;  // unless JETLM_QKV_ROPE=0
   bool half_gemm_out_ = true;  // options_.half_gemm_outputs unless JETLM_GEMM_HALF_OUT=0
+  // Prefill: a JetBlock's seven input projections as one GEMM over the stacked matrix and one
+  // kernel after it (jet_decode_prep), unless JETLM_PREFILL_STACKED=0.
+  bool stacked_prefill_ = true;
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;

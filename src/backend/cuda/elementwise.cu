@@ -154,7 +154,7 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
-template <typename KT> __device__ __forceinline__ float kernel_tap(KT w) {
+template <typename KT> __device__ __forceinline__ float as_float(KT w) {
   if constexpr (std::is_same_v<KT, float>) return w;
   else if constexpr (std::is_same_v<KT, __half>) return __half2float(w);
   else return __bfloat162float(w);
@@ -172,7 +172,7 @@ __global__ void dconv_kernel(const float* u, const KT* kernel, int64_t T, int64_
   float acc = 0;
   for (int64_t i = 0; i < K; ++i) {
     const int64_t j = t - K + 1 + i;
-    acc += kernel_tap(ker[i]) * (j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c]);
+    acc += as_float(ker[i]) * (j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c]);
   }
   v[idx] = silu_f(acc);
 }
@@ -195,7 +195,7 @@ __global__ void dconv_fixed_kernel(const float* __restrict__ u, const KT* __rest
 #pragma unroll
   for (int i = 0; i < K; ++i) {
     const int j = t - K + 1 + i;
-    acc += kernel_tap(w[i]) * (j >= 0 ? u[int64_t(j) * C + c] : state[(j + K - 1) * C + c]);
+    acc += as_float(w[i]) * (j >= 0 ? u[int64_t(j) * C + c] : state[(j + K - 1) * C + c]);
   }
   v[idx] = silu_f(acc);
 }
@@ -232,7 +232,8 @@ __global__ void jet_gates_kernel(const float* b_raw, const float* a_raw, const f
 // Blocks 0..H-1: head h's q (warp 0) and k (warp 1) rows, silu then L2 norm, as silu_kernel then
 // l2norm_kernel compute them (same per-lane order and warp_sum); thread 64 its gates, as
 // jet_gates_kernel. Blocks from H on: the u/gate copies and silu(hidden), one element per thread.
-__global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t N, int64_t H, int64_t dk, int64_t dv,
+template <typename FT>
+__global__ void jet_decode_prep_kernel(const FT* __restrict__ fused, int64_t N, int64_t H, int64_t dk, int64_t dv,
                                        int64_t gh, float q_scale, const float* __restrict__ A_log,
                                        const float* __restrict__ dt_bias,
                                        float* __restrict__ q, float* __restrict__ k, float* __restrict__ u,
@@ -240,24 +241,25 @@ __global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t 
                                        float* __restrict__ g) {
   detail::allow_dependent_launch();
   const int64_t b = blockIdx.y;
-  const float* row = fused + b * N;
+  const FT* row = fused + b * N;
   const int64_t key_dim = H * dk, value_dim = H * dv;
   if (int64_t(blockIdx.x) < H) {
     const int64_t h = blockIdx.x;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (warp < 2) {
-      const float* src = row + warp * key_dim + h * dk;
+      const FT* src = row + warp * key_dim + h * dk;
       float* dst = (warp == 0 ? q : k) + (b * H + h) * dk;
       float ss = 0;
       for (int64_t i = lane; i < dk; i += 32) {
-        const float x = silu_f(src[i]);
+        const float x = silu_f(as_float(src[i]));
         ss += x * x;
       }
       ss = warp_sum(ss);
       const float f = (warp == 0 ? q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
-      for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(src[i]) * f;
+      for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
     } else if (threadIdx.x == 64) {
-      const float b_raw = row[2 * key_dim + 2 * value_dim + h], a_raw = row[2 * key_dim + 2 * value_dim + H + h];
+      const float b_raw = as_float(row[2 * key_dim + 2 * value_dim + h]);
+      const float a_raw = as_float(row[2 * key_dim + 2 * value_dim + H + h]);
       beta[b * H + h] = 1.0f / (1.0f + expf(-b_raw));
       const float x = a_raw + dt_bias[h];
       const float softplus = x > 20.0f ? x : log1pf(expf(x));
@@ -267,13 +269,27 @@ __global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t 
   }
   const int64_t i = (int64_t(blockIdx.x) - H) * blockDim.x + threadIdx.x;
   if (i < 2 * value_dim) {
-    const float x = row[2 * key_dim + i];
+    const float x = as_float(row[2 * key_dim + i]);
     if (i < value_dim) u[b * value_dim + i] = x;
     else gate[b * value_dim + (i - value_dim)] = x;
   } else if (i < 2 * value_dim + gh) {
     const int64_t j = i - 2 * value_dim;
-    hidden[b * gh + j] = silu_f(row[2 * key_dim + 2 * value_dim + 2 * H + j]);
+    hidden[b * gh + j] = silu_f(as_float(row[2 * key_dim + 2 * value_dim + 2 * H + j]));
   }
+}
+
+template <typename FT>
+void launch_jet_decode_prep(const FT* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
+                            const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
+                            float* hidden, float* beta, float* g) {
+  JETLM_ASSERT(H >= 1 && dk >= 1 && dv >= 1 && gh >= 0 && B <= 65535);
+  if (B == 0) return;
+  const int64_t N = 2 * H * dk + 2 * H * dv + 2 * H + gh;
+  const int64_t rest_blocks = (2 * H * dv + gh + kThreads - 1) / kThreads;
+  const dim3 grid{unsigned(H + rest_blocks), unsigned(B)};
+  jet_decode_prep_kernel<FT><<<grid, kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k,
+                                                              u, gate, hidden, beta, g);
+  JETLM_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -281,14 +297,24 @@ __global__ void jet_decode_prep_kernel(const float* __restrict__ fused, int64_t 
 void jet_decode_prep(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
                      const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
                      float* hidden, float* beta, float* g) {
-  JETLM_ASSERT(H >= 1 && dk >= 1 && dv >= 1 && gh >= 0 && B <= 65535);
-  if (B == 0) return;
-  const int64_t N = 2 * H * dk + 2 * H * dv + 2 * H + gh;
-  const int64_t rest_blocks = (2 * H * dv + gh + kThreads - 1) / kThreads;
-  const dim3 grid{unsigned(H + rest_blocks), unsigned(B)};
-  jet_decode_prep_kernel<<<grid, kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k, u,
-                                                          gate, hidden, beta, g);
-  JETLM_CUDA_CHECK_LAUNCH();
+  launch_jet_decode_prep(fused, B, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k, u, gate, hidden, beta, g);
+}
+
+void jet_decode_prep(const void* fused, DType fused_type, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh,
+                     float q_scale, const float* A_log, const float* dt_bias, float* q, float* k, float* u,
+                     float* gate, float* hidden, float* beta, float* g) {
+  switch (fused_type) {
+    case DType::F32:
+      return launch_jet_decode_prep(static_cast<const float*>(fused), B, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k,
+                                    u, gate, hidden, beta, g);
+    case DType::BF16:
+      return launch_jet_decode_prep(static_cast<const __nv_bfloat16*>(fused), B, H, dk, dv, gh, q_scale, A_log,
+                                    dt_bias, q, k, u, gate, hidden, beta, g);
+    case DType::F16:
+      return launch_jet_decode_prep(static_cast<const __half*>(fused), B, H, dk, dv, gh, q_scale, A_log, dt_bias, q,
+                                    k, u, gate, hidden, beta, g);
+    default: JETLM_ASSERT(false, "jet_decode_prep: fused rows must be float32, bf16 or f16");
+  }
 }
 
 void embedding(const int32_t* ids, int64_t T, const DeviceMatrix& E, float* out) {

@@ -222,6 +222,11 @@ void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv
 void jet_decode_prep(const float* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
                      const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
                      float* hidden, float* beta, float* g);
+// The same with the fused rows in fused_type (F32, or BF16/F16 from matmul_half_out): prefill
+// runs the stacked projection as one GEMM over the chunk's rows and this on its output.
+void jet_decode_prep(const void* fused, DType fused_type, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh,
+                     float q_scale, const float* A_log, const float* dt_bias, float* q, float* k, float* u,
+                     float* gate, float* hidden, float* beta, float* g);
 
 // ---- batched engine ops (engine_ops.cu, gdn.cu): the decode step over B sequences in slots ------
 
