@@ -552,6 +552,44 @@ TEST(CudaEngineOps, AddRmsnormEqualsAddThenRmsnorm) {
     cuda::add_rmsnorm(dx.data(), db.data(), R, N, dw.data(), 1e-6f, d_out.data());
     EXPECT_LE(normalized_error(host(dx), x_exp), 1e-6) << R << "x" << N;
     EXPECT_LE(normalized_error(host(d_out), out_exp), 1e-5) << R << "x" << N;
+    // With the rounded output (prefill): the same float32 bits, and out rounded as round_input does.
+    for (DType type : {DType::BF16, DType::F16}) {
+      auto dx2 = dev(x);
+      cuda::Buffer<float> d_out2(x.size());
+      cuda::Buffer<uint16_t> d_rounded(x.size()), d_expected(x.size());
+      cuda::add_rmsnorm(dx2.data(), db.data(), R, N, dw.data(), 1e-6f, d_out2.data(), d_rounded.data(), type);
+      EXPECT_EQ(host(dx2), host(dx)) << R << "x" << N;
+      EXPECT_EQ(host(d_out2), host(d_out)) << R << "x" << N;
+      const std::vector<uint16_t> shape(size_t(N), 0);
+      const Matrix like{shape.data(), type, 1, N};
+      cuda::MatrixBuffer Wlike = cuda::upload(like);
+      cuda::round_input(d_out.data(), R * N, Wlike.view, d_expected.data());
+      EXPECT_EQ(host(d_rounded), host(d_expected)) << dtype_name(type) << " " << R << "x" << N;
+    }
+  }
+}
+
+// gated_rmsnorm's rounded output (prefill: the output projection's input) is its float32 result
+// rounded as round_input rounds it; the float32 result is unchanged.
+TEST(CudaEngineOps, GatedRmsnormRoundedOutput) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(10);
+  const int64_t T = 37, H = 3, dv = 96;
+  const std::vector<float> o = random_vector(rng, size_t(T * H * dv)), gate = random_vector(rng, o.size());
+  const std::vector<float> w = random_vector(rng, size_t(dv));
+  auto dg = dev(gate), dw = dev(w);
+  auto plain = dev(o);
+  cuda::gated_rmsnorm(plain.data(), dg.data(), T, H, dv, dw.data(), 1e-5f);
+  for (DType type : {DType::BF16, DType::F16}) {
+    auto with = dev(o);
+    cuda::Buffer<uint16_t> d_rounded(o.size()), d_expected(o.size());
+    cuda::gated_rmsnorm(with.data(), dg.data(), T, H, dv, dw.data(), 1e-5f, d_rounded.data(), type);
+    EXPECT_EQ(host(with), host(plain)) << dtype_name(type);
+    const std::vector<uint16_t> shape(size_t(dv), 0);
+    const Matrix like{shape.data(), type, 1, dv};
+    cuda::MatrixBuffer Wlike = cuda::upload(like);
+    cuda::round_input(plain.data(), T * H * dv, Wlike.view, d_expected.data());
+    EXPECT_EQ(host(d_rounded), host(d_expected)) << dtype_name(type);
   }
 }
 

@@ -41,6 +41,7 @@ struct CudaModel::Scratch {
   Buffer<float> x, normed, branch, q, k, v, attn, u, hidden, kernels, vv, b_raw, a_raw, beta, g, o, gate, mlp_gate,
       mlp_up, logits, kc, vc, fused;
   Buffer<uint16_t> rounded;  // prefill: one GEMM input rounded to bf16/f16, shared by its GEMMs
+  Buffer<uint16_t> normed_rounded;  // prefill: the normed hidden state as its norm rounded it
   Buffer<int32_t> ids, slots, positions, lengths, tokens;
   Buffer<DeviceSampling> sampling;
   // Pinned host staging for the per-step arrays (async copies need page-locked memory).
@@ -72,11 +73,23 @@ struct RoundedInput {
   bool f16 = false;
 };
 
-RoundedInput round_shared(const float* x, int64_t T, int64_t K, const DeviceMatrix& W, void* out) {
+// pre: x already rounded by its producer (a norm's rounded output; null if not), usable when it
+// was rounded for W's type.
+RoundedInput round_shared(const float* x, int64_t T, int64_t K, const DeviceMatrix& W, void* out,
+                          const RoundedInput& pre = {}) {
   if (!gemm_rounds_input(T, W)) return {x, nullptr, false};
+  if (pre.data && pre.f16 == (W.dtype == DType::F16)) return {x, pre.data, pre.f16};
   round_input(x, T * K, W, out);
   return {x, out, W.dtype == DType::F16};
 }
+
+// Where a norm's output feeds GEMMs of W (prefill's GEMM path), the norm also writes it rounded
+// for W into `out`: the rounded view, or none (null data) when W takes float32 input.
+RoundedInput rounded_for(int64_t T, const DeviceMatrix& W, void* out) {
+  if (!W.data || !gemm_rounds_input(T, W)) return {};
+  return {nullptr, out, W.dtype == DType::F16};
+}
+DType rounded_type(const RoundedInput& r) { return r.f16 ? DType::F16 : DType::BF16; }
 
 // y = x W^T (+ bias) from the shared rounding where it was made for W's rounded type.
 void project(const RoundedInput& in, int64_t T, const DeviceMatrix& W, const float* bias, float* y) {
@@ -298,7 +311,8 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   sc->fused = Buffer<float>(size_t((c.has_kind(LayerKind::Jet) ? R : S) * widest));
   sc->mlp_gate = Buffer<float>(size_t(R * c.intermediate));
   sc->mlp_up = Buffer<float>(size_t(R * c.intermediate));
-  sc->rounded = Buffer<uint16_t>(size_t(R * std::max<int64_t>(D, c.intermediate)));
+  sc->rounded = Buffer<uint16_t>(size_t(R * std::max<int64_t>({D, c.intermediate, j.value_dim()})));
+  sc->normed_rounded = Buffer<uint16_t>(size_t(R * D));
   sc->logits = Buffer<float>(size_t(S * int64_t(c.vocab)));
   // Prefill attention reads a slot's K/V gathered contiguously: up to the whole context.
   if (c.has_kind(LayerKind::Attn) || c.has_kind(LayerKind::Swa)) {
@@ -472,6 +486,8 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
   const int64_t D = c.hidden, Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, kv_row = Hkv * hd;
   const JetConfig& j = c.jet;
   embedding(s.ids.data(), T, embed_, s.x.data());
+  // The first GEMM input of a layer (the normed hidden state), rounded by the norm that made it.
+  RoundedInput xn_rounded;
   for (int il = 0; il < c.n_layers; ++il) {
     DeviceLayer& d = layers_[size_t(il)];
     // The input norm of layers after the first is fused into the previous layer's residual add.
@@ -482,7 +498,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       const int64_t K = j.conv_size;
       const bool stacked = stacked_prefill_ && d.in_proj.data && gemm_rounds_input(T, d.in_proj);
       // Seven projections of xn: one rounding of it (the first's type) for all.
-      const RoundedInput xr = round_shared(xn, T, D, stacked ? d.in_proj : d.jq, s.rounded.data());
+      const RoundedInput xr = round_shared(xn, T, D, stacked ? d.in_proj : d.jq, s.rounded.data(), xn_rounded);
       if (stacked) {
         // One GEMM over the stacked projections (q, k, v, g, b, a, w1), then one kernel for the
         // activations, the q/k norms, the gates and the copies out.
@@ -525,10 +541,14 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       else
         gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       if (!stacked) project(xr, T, d.jg, nullptr, s.gate.data());
-      gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps);
-      matmul(s.o.data(), T, d.jo, nullptr, s.branch.data());
+      // The norm also rounds o for the output projection (s.rounded's input copy is used up).
+      const RoundedInput o_rounded = rounded_for(T, d.jo, s.rounded.data());
+      gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps, const_cast<void*>(o_rounded.data),
+                    rounded_type(o_rounded));
+      if (o_rounded.data) matmul_rounded(o_rounded.data, T, d.jo, nullptr, s.branch.data());
+      else matmul(s.o.data(), T, d.jo, nullptr, s.branch.data());
     } else {
-      const RoundedInput xr = round_shared(xn, T, D, d.q, s.rounded.data());
+      const RoundedInput xr = round_shared(xn, T, D, d.q, s.rounded.data(), xn_rounded);
       project(xr, T, d.q, d.q_bias, s.q.data());
       project(xr, T, d.k, d.k_bias, s.k.data());
       project(xr, T, d.v, d.v_bias, s.v.data());
@@ -566,20 +586,31 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       }
       matmul(s.attn.data(), T, d.o, nullptr, s.branch.data());
     }
-    add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
     if (d.gate_up.data && gemm_rounds_input(T, d.gate_up) && gemm_rounds_input(T, d.down) &&
         (d.gate_up.dtype == DType::F16) == (d.down.dtype == DType::F16)) {
-      // The SwiGLU pass writes the down projection's rounded input directly.
-      matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, nullptr, s.rounded.data(), half_gemm_out_);
+      // The norm writes the gate/up GEMM's rounded input, the SwiGLU pass the down projection's.
+      const RoundedInput mlp_in = rounded_for(T, d.gate_up, s.normed_rounded.data());
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data(), const_cast<void*>(mlp_in.data),
+                  rounded_type(mlp_in));
+      matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, mlp_in.data, s.rounded.data(), half_gemm_out_);
       matmul_rounded(s.rounded.data(), T, d.down, nullptr, s.branch.data());
     } else {
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data());
       mlp_gate_up(d, s.normed.data(), T);
       matmul(s.mlp_gate.data(), T, d.down, nullptr, s.branch.data());
     }
-    if (il + 1 < c.n_layers)
-      add_rmsnorm(s.x.data(), s.branch.data(), T, D, layers_[size_t(il) + 1].input_norm, c.rms_eps, s.normed.data());
-    else
+    if (il + 1 < c.n_layers) {
+      // The next layer's first GEMM input, rounded for its first matrix.
+      const DeviceLayer& next = layers_[size_t(il) + 1];
+      const DeviceMatrix& first = next.kind != LayerKind::Jet ? next.q
+                                  : (stacked_prefill_ && next.in_proj.data) ? next.in_proj
+                                                                            : next.jq;
+      xn_rounded = rounded_for(T, first, s.normed_rounded.data());
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, next.input_norm, c.rms_eps, s.normed.data(), const_cast<void*>(xn_rounded.data),
+                  rounded_type(xn_rounded));
+    } else {
       add(s.x.data(), s.branch.data(), T * D);
+    }
   }
   if (want_logits) {
     rmsnorm(s.x.data() + (T - 1) * D, 1, D, final_norm_, c.rms_eps, s.normed.data());

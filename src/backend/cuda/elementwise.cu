@@ -20,6 +20,11 @@ constexpr int kRowsPerBlock = 8;  // warp-per-row kernels: 8 warps per block
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
+template <typename HT> __device__ __forceinline__ HT round_to_half(float x) {
+  if constexpr (std::is_same_v<HT, __half>) return __float2half_rn(x);
+  else return __float2bfloat16_rn(x);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -79,8 +84,11 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(const float* x, i
 
 // The residual step fused with the next norm: x += branch, then out = rmsnorm(x) (one read of x and
 // branch, one write of x and out, instead of two kernels and a re-read).
+// rounded (optional): out rounded to RT as well (the next GEMM's input, as round_input makes it).
+template <typename RT>
 __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(float* x, const float* branch, int64_t R, int64_t N,
-                                                                   const float* w, float eps, float* out) {
+                                                                   const float* w, float eps, float* out,
+                                                                   RT* rounded) {
   const int64_t r = blockIdx.x;
   float* xr = x + r * N;
   const float* br = branch + r * N;
@@ -92,7 +100,11 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(float* x, con
   }
   const float inv = rsqrtf(block_sum(ss) / float(N) + eps);
   float* outr = out + r * N;
-  for (int64_t i = threadIdx.x; i < N; i += kNormThreads) outr[i] = w[i] * (xr[i] * inv);
+  for (int64_t i = threadIdx.x; i < N; i += kNormThreads) {
+    const float y = w[i] * (xr[i] * inv);
+    outr[i] = y;
+    if constexpr (!std::is_same_v<RT, float>) rounded[r * N + i] = round_to_half<RT>(y);
+  }
 }
 
 __global__ void l2norm_kernel(float* x, int64_t R, int64_t N, float scale) {
@@ -107,7 +119,10 @@ __global__ void l2norm_kernel(float* x, int64_t R, int64_t N, float scale) {
   for (int64_t i = lane; i < N; i += 32) xr[i] *= f;
 }
 
-__global__ void gated_rmsnorm_kernel(float* o, const float* gate, int64_t R, int64_t dv, const float* w, float eps) {
+// rounded (optional): o rounded to RT as well (the output projection's input).
+template <typename RT>
+__global__ void gated_rmsnorm_kernel(float* o, const float* gate, int64_t R, int64_t dv, const float* w, float eps,
+                                     RT* rounded) {
   const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= R) return;
@@ -117,7 +132,11 @@ __global__ void gated_rmsnorm_kernel(float* o, const float* gate, int64_t R, int
   for (int64_t i = lane; i < dv; i += 32) ss += orow[i] * orow[i];
   ss = warp_sum(ss);
   const float inv = rsqrtf(ss / float(dv) + eps);
-  for (int64_t i = lane; i < dv; i += 32) orow[i] = w[i] * (orow[i] * inv) * silu_f(grow[i]);
+  for (int64_t i = lane; i < dv; i += 32) {
+    const float y = w[i] * (orow[i] * inv) * silu_f(grow[i]);
+    orow[i] = y;
+    if constexpr (!std::is_same_v<RT, float>) rounded[r * dv + i] = round_to_half<RT>(y);
+  }
 }
 
 // One thread per (t, i < hd/2) pair, looping over heads: angles in float64 (positions reach 256K,
@@ -334,10 +353,20 @@ void rmsnorm(const float* x, int64_t R, int64_t N, const float* w, float eps, fl
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out) {
+void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out,
+                 void* out_rounded, DType rounded_type) {
   if (R == 0) return;
   JETLM_ASSERT(R < (int64_t(1) << 31));
-  add_rmsnorm_kernel<<<unsigned(R), kNormThreads, 0, stream()>>>(x, branch, R, N, w, eps, out);
+  JETLM_ASSERT(!out_rounded || rounded_type == DType::BF16 || rounded_type == DType::F16,
+               "add_rmsnorm: the rounded output is bf16 or f16");
+  if (!out_rounded)
+    add_rmsnorm_kernel<float><<<unsigned(R), kNormThreads, 0, stream()>>>(x, branch, R, N, w, eps, out, nullptr);
+  else if (rounded_type == DType::F16)
+    add_rmsnorm_kernel<<<unsigned(R), kNormThreads, 0, stream()>>>(x, branch, R, N, w, eps, out,
+                                                                   static_cast<__half*>(out_rounded));
+  else
+    add_rmsnorm_kernel<<<unsigned(R), kNormThreads, 0, stream()>>>(x, branch, R, N, w, eps, out,
+                                                                   static_cast<__nv_bfloat16*>(out_rounded));
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
@@ -347,10 +376,20 @@ void l2norm_rows(float* x, int64_t R, int64_t N, float scale) {
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps) {
+void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps,
+                   void* o_rounded, DType rounded_type) {
   const int64_t R = T * H;
   if (R == 0) return;
-  gated_rmsnorm_kernel<<<blocks_for(R, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(o, gate, R, dv, w, eps);
+  JETLM_ASSERT(!o_rounded || rounded_type == DType::BF16 || rounded_type == DType::F16,
+               "gated_rmsnorm: the rounded output is bf16 or f16");
+  const unsigned blocks = blocks_for(R, kRowsPerBlock), threads = 32 * kRowsPerBlock;
+  if (!o_rounded)
+    gated_rmsnorm_kernel<float><<<blocks, threads, 0, stream()>>>(o, gate, R, dv, w, eps, nullptr);
+  else if (rounded_type == DType::F16)
+    gated_rmsnorm_kernel<<<blocks, threads, 0, stream()>>>(o, gate, R, dv, w, eps, static_cast<__half*>(o_rounded));
+  else
+    gated_rmsnorm_kernel<<<blocks, threads, 0, stream()>>>(o, gate, R, dv, w, eps,
+                                                           static_cast<__nv_bfloat16*>(o_rounded));
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -183,8 +183,11 @@ void rope(float* x, int64_t T, int64_t H, int64_t hd, int64_t pos0, double theta
 void attention(const float* q, const float* k, const float* v, int64_t T, int64_t S, int64_t Hq,
                int64_t Hkv, int64_t hd, int64_t qpos0, int64_t kpos0, int64_t window, float* o);
 // Residual add fused with the following norm: x[R, N] += branch, out = rmsnorm(x; w, eps) (out must
-// not alias x or branch). The same float32 arithmetic as add() then rmsnorm().
-void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out);
+// not alias x or branch). The same float32 arithmetic as add() then rmsnorm(). out_rounded
+// (optional, [R, N] of rounded_type BF16 or F16): out rounded as well, as round_input would round
+// it for the next GEMM (one pass less in prefill).
+void add_rmsnorm(float* x, const float* branch, int64_t R, int64_t N, const float* w, float eps, float* out,
+                 void* out_rounded = nullptr, DType rounded_type = DType::BF16);
 void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 void silu(float* x, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -213,7 +216,10 @@ void gdn_recurrent(const float* q, const float* k, const float* v, const float* 
                    int64_t T, int64_t H, int64_t dk, int64_t dv, float* S, float* o);
 void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
                int64_t T, int64_t H, float* beta, float* g);
-void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps);
+// o_rounded (optional, [T, H*dv] of rounded_type BF16 or F16): the result rounded as well, as
+// round_input would round it for the output projection.
+void gated_rmsnorm(float* o, const float* gate, int64_t T, int64_t H, int64_t dv, const float* w, float eps,
+                   void* o_rounded = nullptr, DType rounded_type = DType::BF16);
 // The JetBlock's work between its stacked input projection and the w2 GEMV, in one launch (the
 // same float32 arithmetic as split_columns, silu, l2norm_rows and jet_gates in sequence).
 // fused [B, N], each row q [H*dk] | k [H*dk] | u [H*dv] | gate [H*dv] | b [H] | a [H] | hidden [gh]
