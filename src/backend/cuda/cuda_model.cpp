@@ -85,8 +85,8 @@ RoundedInput round_shared(const float* x, int64_t T, int64_t K, const DeviceMatr
 
 // Where a norm's output feeds GEMMs of W (prefill's GEMM path), the norm also writes it rounded
 // for W into `out`: the rounded view, or none (null data) when W takes float32 input.
-RoundedInput rounded_for(int64_t T, const DeviceMatrix& W, void* out) {
-  if (!W.data || !gemm_rounds_input(T, W)) return {};
+RoundedInput rounded_for(bool enabled, int64_t T, const DeviceMatrix& W, void* out) {
+  if (!enabled || !W.data || !gemm_rounds_input(T, W)) return {};
   return {nullptr, out, W.dtype == DType::F16};
 }
 DType rounded_type(const RoundedInput& r) { return r.f16 ? DType::F16 : DType::BF16; }
@@ -115,6 +115,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   if (const char* env = std::getenv("JETLM_QKV_ROPE"); env && std::string(env) == "0") fuse_qkv_rope_ = false;
   half_gemm_out_ = options_.half_gemm_outputs;
   if (const char* env = std::getenv("JETLM_PREFILL_STACKED"); env && std::string(env) == "0") stacked_prefill_ = false;
+  if (const char* env = std::getenv("JETLM_NORM_ROUNDED"); env && std::string(env) == "0") round_in_norms_ = false;
   if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT"); env && std::string(env) == "0") half_gemm_out_ = false;
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
@@ -542,7 +543,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         gdn_chunked(s.q.data(), s.k.data(), s.vv.data(), s.g.data(), s.beta.data(), T, H, dk, dv, state, s.o.data());
       if (!stacked) project(xr, T, d.jg, nullptr, s.gate.data());
       // The norm also rounds o for the output projection (s.rounded's input copy is used up).
-      const RoundedInput o_rounded = rounded_for(T, d.jo, s.rounded.data());
+      const RoundedInput o_rounded = rounded_for(round_in_norms_, T, d.jo, s.rounded.data());
       gated_rmsnorm(s.o.data(), s.gate.data(), T, H, dv, d.o_norm, j.norm_eps, const_cast<void*>(o_rounded.data),
                     rounded_type(o_rounded));
       if (o_rounded.data) matmul_rounded(o_rounded.data, T, d.jo, nullptr, s.branch.data());
@@ -589,7 +590,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
     if (d.gate_up.data && gemm_rounds_input(T, d.gate_up) && gemm_rounds_input(T, d.down) &&
         (d.gate_up.dtype == DType::F16) == (d.down.dtype == DType::F16)) {
       // The norm writes the gate/up GEMM's rounded input, the SwiGLU pass the down projection's.
-      const RoundedInput mlp_in = rounded_for(T, d.gate_up, s.normed_rounded.data());
+      const RoundedInput mlp_in = rounded_for(round_in_norms_, T, d.gate_up, s.normed_rounded.data());
       add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data(), const_cast<void*>(mlp_in.data),
                   rounded_type(mlp_in));
       matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, mlp_in.data, s.rounded.data(), half_gemm_out_);
@@ -605,7 +606,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
       const DeviceMatrix& first = next.kind != LayerKind::Jet ? next.q
                                   : (stacked_prefill_ && next.in_proj.data) ? next.in_proj
                                                                             : next.jq;
-      xn_rounded = rounded_for(T, first, s.normed_rounded.data());
+      xn_rounded = rounded_for(round_in_norms_, T, first, s.normed_rounded.data());
       add_rmsnorm(s.x.data(), s.branch.data(), T, D, next.input_norm, c.rms_eps, s.normed.data(), const_cast<void*>(xn_rounded.data),
                   rounded_type(xn_rounded));
     } else {

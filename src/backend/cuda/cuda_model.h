@@ -113,6 +113,9 @@ class CudaModel final : public BatchBackend {
   // Prefill: a JetBlock's seven input projections as one GEMM over the stacked matrix and one
   // kernel after it (jet_decode_prep), unless JETLM_PREFILL_STACKED=0.
   bool stacked_prefill_ = true;
+  // Prefill: the norms before GEMMs also write their output rounded for them (no separate
+  // rounding pass), unless JETLM_NORM_ROUNDED=0.
+  bool round_in_norms_ = true;
   DType kv_dtype_ = DType::F32;
 
   ModelConfig config_;
