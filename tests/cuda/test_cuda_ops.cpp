@@ -343,7 +343,9 @@ void expect_rounded(const std::vector<float>& got, const std::vector<float>& exa
   for (size_t i = 0; i < got.size(); ++i) {
     const float r = round_half(exact[i], type);
     same += got[i] == r;
-    far += !(std::fabs(got[i] - exact[i]) <= step * std::fabs(exact[i]) + 1e-30f);
+    // f16 subnormals (below 2^-14) are spaced 2^-24 apart.
+    const float floor = type == DType::F16 ? 0x1p-25f : 1e-30f;
+    far += !(std::fabs(got[i] - exact[i]) <= step * std::fabs(exact[i]) + floor);
   }
   EXPECT_EQ(far, 0u) << what;
   EXPECT_GE(double(same), 0.99 * double(got.size())) << what << ": " << same << " of " << got.size() << " exact";
@@ -360,6 +362,9 @@ TEST_F(CudaOps, MatmulHalfOutIsTheFloat32GemmRounded) {
         const DType out_type = cuda::gemm_half_type(Wd.view);
         EXPECT_EQ(out_type, dtype == DType::F16 ? DType::F16 : DType::BF16);
         std::vector<float> x = random_vector(rng, size_t(T * cols)), bias = random_vector(rng, size_t(rows));
+        // A bias exact in the output type (as a bf16 checkpoint's is): the half-output GEMM adds
+        // it rounded to that type (gemm's bias rows; cuBLASLt has no float32 bias epilogue there).
+        for (float& b : bias) b = round_half(b, out_type);
         auto xd = dev(x), biasd = dev(bias);
         for (bool with_bias : {false, true})
           for (bool pre_rounded : {false, true}) {

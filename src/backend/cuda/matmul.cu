@@ -775,9 +775,12 @@ void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t 
   }();
   JETLM_ASSERT(out_type == CUDA_R_32F || out_type == type, "gemm: output float32 or the operands' type");
   std::lock_guard<std::mutex> lock(lt_mutex());
-  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, bias != nullptr, out_type);
+  // A float32 bias in the epilogue of a half-precision D is an invalid cuBLASLt configuration
+  // (CUBLAS_STATUS_INVALID_VALUE on the H200): such GEMMs take the bias rows below.
+  const bool epilogue_bias = bias != nullptr && out_type == CUDA_R_32F;
+  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, epilogue_bias, out_type);
   float beta = 0.0f;
-  if (bias && p->ok) {
+  if (epilogue_bias && p->ok) {
     JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   } else if (bias) {
     // No epilogue algorithm: y = bias rows, then y += x W^T. With a half-precision y the bias is

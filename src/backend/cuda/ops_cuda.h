@@ -132,8 +132,8 @@ void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out);
 void matmul_rounded(const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
 // The GEMM with its output rounded to the weights' half type: y [T, N] (gemm_half_type(W), bf16
 // for q8) = round(x W^T + bias) with the float32 sum rounded once, as a bf16 PyTorch Linear
-// returns it. Only where gemm_rounds_input(T, W); x_rounded (from round_input) may be null, then
-// x is rounded here.
+// returns it. The bias enters rounded to that type (exact for a bf16 checkpoint's bias). Only
+// where gemm_rounds_input(T, W); x_rounded (from round_input) may be null, then x is rounded here.
 DType gemm_half_type(const DeviceMatrix& W);
 void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias,
                      void* y);
