@@ -233,7 +233,8 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     //    same order, so the same bits as 0);
     //  2 JETLM_GDN_PREP_TC=0: the prep kernel's dot products on CUDA cores;
     //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column;
-    //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (opt-in).
+    //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (the default in use; runs 0-3
+    //    take the WMMA pass).
     constexpr int kRuns = 5;
     std::vector<float> o_runs[kRuns], S_runs[kRuns];
     for (int run = 0; run < kRuns; ++run) {
@@ -814,8 +815,8 @@ TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
   const bool f32_model = GetParam().find("f32") != std::string::npos;
   for (cuda::KvCacheType kv : {cuda::KvCacheType::Auto, cuda::KvCacheType::F32})
   for (int64_t chunk : {int64_t(7), int64_t(64), int64_t(1024)})
-  for (bool half_out : {true, false}) {  // float32 GEMM outputs: one configuration
-    if (!half_out && (chunk != 64 || kv != cuda::KvCacheType::Auto)) continue;
+  for (bool half_out : {false, true}) {  // half-precision GEMM outputs (opt-in): one configuration
+    if (half_out && (chunk != 64 || kv != cuda::KvCacheType::Auto)) continue;
     for (int64_t prefill : {int64_t(1), int64_t(70)}) {
       if (kv == cuda::KvCacheType::F32 && f32_model) continue;  // the same as Auto
       cuda::CudaModelOptions opt;
@@ -837,7 +838,7 @@ TEST_P(CudaGolden, ChunkedPrefillThenDecodeMatchesReference) {
       const double err = normalized_error(got, expected);
       EXPECT_LE(err, tolerance_) << "chunk " << chunk << " prefill " << prefill;
       std::printf("  %s %s KV, chunk %ld prefill %ld%s: logits error %.2e (tolerance %.0e)\n", GetParam().c_str(),
-                  dtype_name(gpu.kv_dtype()), long(chunk), long(prefill), half_out ? "" : ", float32 GEMM outputs",
+                  dtype_name(gpu.kv_dtype()), long(chunk), long(prefill), half_out ? ", half GEMM outputs" : "",
                   err, tolerance_);
       EXPECT_EQ(gpu.slot_tokens(slot), n);
     }

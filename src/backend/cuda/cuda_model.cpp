@@ -116,7 +116,7 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   half_gemm_out_ = options_.half_gemm_outputs;
   if (const char* env = std::getenv("JETLM_PREFILL_STACKED"); env && std::string(env) == "0") stacked_prefill_ = false;
   if (const char* env = std::getenv("JETLM_NORM_ROUNDED"); env && std::string(env) == "0") round_in_norms_ = false;
-  if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT"); env && std::string(env) == "0") half_gemm_out_ = false;
+  if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT")) half_gemm_out_ = std::string(env) != "0";
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);
@@ -505,7 +505,7 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         // activations, the q/k norms, the gates and the copies out.
         const float q_scale = 1.0f / std::sqrt(float(dk));
         const bool half = half_gemm_out_;
-        if (half) matmul_half_out(xn, xr.data, T, d.in_proj, nullptr, s.fused.data());
+        if (half) matmul_half_out(xn, xr.data, T, d.in_proj, s.fused.data());
         else matmul_rounded(xr.data, T, d.in_proj, nullptr, s.fused.data());
         jet_decode_prep(s.fused.data(), half ? gemm_half_type(d.in_proj) : DType::F32, T, H, dk, dv,
                         j.generator_hidden, q_scale, d.A_log, d.dt_bias, s.q.data(), s.k.data(), s.u.data(),
@@ -519,14 +519,11 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         project(xr, T, d.w1, nullptr, s.hidden.data());
         silu(s.hidden.data(), T * j.generator_hidden);
       }
+      // The conv generator keeps float32 outputs: a half-precision output with its bias measured
+      // slower (the bias cannot go into cuBLASLt's epilogue there).
+      matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
       float* conv_state = d.conv.data() + slot * (K - 1) * value_dim;
-      if (half_gemm_out_ && gemm_rounds_input(T, d.w2)) {
-        matmul_half_out(s.hidden.data(), nullptr, T, d.w2, d.w2_bias, s.kernels.data());
-        dconv(s.u.data(), s.kernels.data(), gemm_half_type(d.w2), T, value_dim, K, conv_state, s.vv.data());
-      } else {
-        matmul(s.hidden.data(), T, d.w2, d.w2_bias, s.kernels.data());
-        dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
-      }
+      dconv(s.u.data(), s.kernels.data(), T, value_dim, K, conv_state, s.vv.data());
       if (!stacked) {
         project(xr, T, d.jb, nullptr, s.b_raw.data());
         project(xr, T, d.ja, nullptr, s.a_raw.data());

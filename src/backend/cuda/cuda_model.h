@@ -43,11 +43,12 @@ struct CudaModelOptions {
   // all of it off, JETLM_GDN_NORM=0 only the latter (A/B runs).
   bool fuse_decode = true;
   KvCacheType kv_cache = KvCacheType::Auto;
-  // Prefill of half-precision and q8 models: the MLP's gate/up GEMM and the JetBlock's conv
-  // generator GEMM write their outputs rounded to bf16/f16, as the model's bf16 PyTorch Linears
-  // return them, instead of float32 (half the bytes of the two largest intermediates: 147 and
-  // 100 MB per 2048-token chunk of Jet-Nemotron-2B). JETLM_GEMM_HALF_OUT=0 turns it off.
-  bool half_gemm_outputs = true;
+  // Prefill of half-precision and q8 models: the MLP's gate/up GEMM and the JetBlock's stacked
+  // input projection write their outputs rounded to bf16/f16, as the model's bf16 PyTorch Linears
+  // return them, instead of float32 (half the bytes; 147 MB of gate/up per 2048-token chunk of
+  // Jet-Nemotron-2B). Off by default: measured 1.1% slower on the H100 (docs/performance.md);
+  // JETLM_GEMM_HALF_OUT=1 turns it on.
+  bool half_gemm_outputs = false;
 };
 
 class CudaModel final : public BatchBackend {
@@ -109,7 +110,7 @@ class CudaModel final : public BatchBackend {
   bool fuse_gdn_norm_ = true;  // unless JETLM_GDN_NORM=0
   bool fuse_jet_step_ = true;  // unless JETLM_JET_STEP=0
   bool fuse_qkv_rope_ = true;  // unless JETLM_QKV_ROPE=0
-  bool half_gemm_out_ = true;  // options_.half_gemm_outputs unless JETLM_GEMM_HALF_OUT=0
+  bool half_gemm_out_ = false;  // options_.half_gemm_outputs, or JETLM_GEMM_HALF_OUT=0/1
   // Prefill: a JetBlock's seven input projections as one GEMM over the stacked matrix and one
   // kernel after it (jet_decode_prep), unless JETLM_PREFILL_STACKED=0.
   bool stacked_prefill_ = true;

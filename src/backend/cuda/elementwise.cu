@@ -443,16 +443,6 @@ void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,
   launch_dconv(u, kernel, T, C, K, state, v);
 }
 
-void dconv(const float* u, const void* kernel, DType kernel_type, int64_t T, int64_t C, int64_t K, float* state,
-           float* v) {
-  switch (kernel_type) {
-    case DType::F32: return launch_dconv(u, static_cast<const float*>(kernel), T, C, K, state, v);
-    case DType::BF16: return launch_dconv(u, static_cast<const __nv_bfloat16*>(kernel), T, C, K, state, v);
-    case DType::F16: return launch_dconv(u, static_cast<const __half*>(kernel), T, C, K, state, v);
-    default: JETLM_ASSERT(false, "dconv: kernels must be float32, bf16 or f16");
-  }
-}
-
 void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias, int64_t T,
                int64_t H, float* beta, float* g) {
   if (T * H == 0) return;

@@ -831,8 +831,8 @@ __global__ void __launch_bounds__(128) gdn_state_tc_kernel(int64_t T, int64_t H,
   store_state_slice(Sh, S_s, dk, dv, c0);
 }
 
-// The split state pass on raw mma.sync (m16n8k8, TF32 operands, float32 accumulators), opt-in
-// (JETLM_GDN_STATE_MMA=1) and NOT YET RUN ON A GPU. Why: ncu of gdn_state_tc_kernel<true> (190 us
+// The split state pass on raw mma.sync (m16n8k8, TF32 operands, float32 accumulators), the
+// default (JETLM_GDN_STATE_MMA=0: the WMMA pass). Why: ncu of gdn_state_tc_kernel<true> (190 us
 // per Jet-2B layer at 2048 tokens) found 35% IMADs, 10% generic loads and 5% HMMAs among its
 // instructions, 40% fixed-latency stalls: WMMA's fragment loads from shared memory compile to
 // generic loads with per-element address arithmetic, and each warp runs up to 28 dependent
@@ -1422,9 +1422,10 @@ bool env_switch(const char* name, bool fallback) {
 bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
 bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
 bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseByDefault); }
-// JETLM_GDN_STATE_MMA=1: the split state pass on raw mma.sync (gdn_state_mma_kernel; not yet run
-// on a GPU, so off by default).
-bool gdn_state_mma() { return env_switch("JETLM_GDN_STATE_MMA", false); }
+// The split state pass on raw mma.sync (gdn_state_mma_kernel) by default; JETLM_GDN_STATE_MMA=0:
+// the WMMA pass. Jet-2B prefill at 4K on the H100: 71,323 / 71,646 vs 68,833 / 68,809 tok/s
+// (+3.9%, 2026-12-07, docs/performance.md); the same float64 errors as the WMMA pass.
+bool gdn_state_mma() { return env_switch("JETLM_GDN_STATE_MMA", true); }
 
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,

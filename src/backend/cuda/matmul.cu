@@ -757,15 +757,14 @@ LtPlan& lt_plan(cudaDataType_t type, int64_t T, int64_t N, int64_t K, int64_t ld
   return plans.emplace(key, p).first->second;
 }
 
-template <typename OT>
 __global__ void bias_rows_kernel(const float* __restrict__ bias, int64_t T, int64_t N, int64_t ldc,
-                                 OT* __restrict__ y) {
+                                 float* __restrict__ y) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < T * N) y[(i / N) * ldc + i % N] = from_float<OT>(bias[i % N]);
+  if (i < T * N) y[(i / N) * ldc + i % N] = bias[i % N];
 }
 
 // Row-major y[T, N] (ldc) = x[T, K] W[N, K]^T (+ bias[N]), through cuBLASLt. y is float32, or of
-// the operands' half type when out_type says so (the float32 sum rounded once, bias included).
+// the operands' half type when out_type says so (the float32 sum rounded once; no bias then).
 void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t N, int64_t K, const float* bias,
           void* y, int64_t ldc, cudaDataType_t out_type = CUDA_R_32F) {
   static void* workspace = [] {
@@ -776,21 +775,16 @@ void gemm(const void* x, const void* W, cudaDataType_t type, int64_t T, int64_t 
   JETLM_ASSERT(out_type == CUDA_R_32F || out_type == type, "gemm: output float32 or the operands' type");
   std::lock_guard<std::mutex> lock(lt_mutex());
   // A float32 bias in the epilogue of a half-precision D is an invalid cuBLASLt configuration
-  // (CUBLAS_STATUS_INVALID_VALUE on the H200): such GEMMs take the bias rows below.
-  const bool epilogue_bias = bias != nullptr && out_type == CUDA_R_32F;
-  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, epilogue_bias, out_type);
+  // (CUBLAS_STATUS_INVALID_VALUE on the H200), and the bias rows below with beta = 1 lose bits
+  // where cuBLASLt splits K and sums the parts in D's precision (measured on the H100).
+  JETLM_ASSERT(bias == nullptr || out_type == CUDA_R_32F, "gemm: a bias needs the float32 output");
+  const LtPlan* p = &lt_plan(type, T, N, K, ldc, false, bias != nullptr, out_type);
   float beta = 0.0f;
-  if (epilogue_bias && p->ok) {
+  if (bias && p->ok) {
     JETLM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   } else if (bias) {
-    // No epilogue algorithm: y = bias rows, then y += x W^T. With a half-precision y the bias is
-    // rounded to it first (exact for the bf16 biases of bf16 checkpoints).
-    if (out_type == CUDA_R_32F)
-      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<float*>(y));
-    else if (out_type == CUDA_R_16F)
-      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<__half*>(y));
-    else
-      bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<__nv_bfloat16*>(y));
+    // No epilogue algorithm: y = bias rows, then y += x W^T.
+    bias_rows_kernel<<<blocks_for(T * N, 256), 256, 0, stream()>>>(bias, T, N, ldc, static_cast<float*>(y));
     JETLM_CUDA_CHECK_LAUNCH();
     p = &lt_plan(type, T, N, K, ldc, true, false, out_type);
     beta = 1.0f;
@@ -913,11 +907,10 @@ void matmul_rounded(const void* xh, int64_t T, const DeviceMatrix& W, const floa
 
 DType gemm_half_type(const DeviceMatrix& W) { return W.dtype == DType::F16 ? DType::F16 : DType::BF16; }
 
-void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias,
-                     void* y) {
+void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, void* y) {
   JETLM_ASSERT(gemm_rounds_input(T, W), "matmul_half_out: for the GEMM of half-precision or q8 weights only");
   if (T == 0) return;
-  matmul_rounded_to(x_rounded ? x_rounded : rounded_input(x, T, W), T, W, bias, y,
+  matmul_rounded_to(x_rounded ? x_rounded : rounded_input(x, T, W), T, W, nullptr, y,
                     W.dtype == DType::F16 ? CUDA_R_16F : CUDA_R_16BF);
 }
 
@@ -968,7 +961,7 @@ void matmul_swiglu(const float* x, int64_t T, const DeviceMatrix& W, float* y, c
   const int64_t n_half = T * (W.rows / 2);
   if (half_gate_up && gemm_rounds_input(T, W)) {
     void* y2 = detail::workspace(12, 2 * size_t(T * W.rows));
-    matmul_half_out(x, x_rounded, T, W, nullptr, y2);
+    matmul_half_out(x, x_rounded, T, W, y2);
     if (gemm_half_type(W) == DType::F16) swiglu_pairs_to(static_cast<const __half*>(y2), n_half, W.dtype, y, y_rounded);
     else swiglu_pairs_to(static_cast<const __nv_bfloat16*>(y2), n_half, W.dtype, y, y_rounded);
     return;

@@ -131,12 +131,11 @@ bool gemm_rounds_input(int64_t T, const DeviceMatrix& W);
 void round_input(const float* x, int64_t n, const DeviceMatrix& W, void* out);
 void matmul_rounded(const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias, float* y);
 // The GEMM with its output rounded to the weights' half type: y [T, N] (gemm_half_type(W), bf16
-// for q8) = round(x W^T + bias) with the float32 sum rounded once, as a bf16 PyTorch Linear
-// returns it. The bias enters rounded to that type (exact for a bf16 checkpoint's bias). Only
-// where gemm_rounds_input(T, W); x_rounded (from round_input) may be null, then x is rounded here.
+// for q8) = round(x W^T) with the float32 sum rounded once, as a bf16 PyTorch Linear returns it.
+// No bias (cuBLASLt has no float32-bias epilogue for a half-precision output). Only where
+// gemm_rounds_input(T, W); x_rounded (from round_input) may be null, then x is rounded here.
 DType gemm_half_type(const DeviceMatrix& W);
-void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, const float* bias,
-                     void* y);
+void matmul_half_out(const float* x, const void* x_rounded, int64_t T, const DeviceMatrix& W, void* y);
 // The SwiGLU MLP's first half: W [2I, K] holds gate and up rows interleaved (row 2i gate_i, row
 // 2i+1 up_i); y [T, I] = silu(x gate^T) * (x up^T), with matmul's precision per product. T <= 8:
 // the GEMV writes y directly; larger T: a GEMM into scratch, then one elementwise pass. On the
@@ -195,10 +194,6 @@ void l2norm_rows(float* x, int64_t R, int64_t N, float scale);
 // dconv: K <= kMaxConvTaps.
 inline constexpr int64_t kMaxConvTaps = 16;
 void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v);
-// dconv with the generated kernels [T, C, K] in kernel_type: F32, or BF16/F16 as matmul_half_out
-// writes them (the same arithmetic on the rounded taps).
-void dconv(const float* u, const void* kernel, DType kernel_type, int64_t T, int64_t C, int64_t K, float* state,
-           float* v);
 // gdn_chunked: chunks of 64 tokens, float32 state carried between chunks; dk <= kGdnChunkedMaxDk
 // (shared-memory bound)
 // takes the chunked kernels, larger dk the recurrent kernel (the same function).
