@@ -368,6 +368,13 @@ TEST(CudaEngineOps, JetDecodePrepEqualsTheSeparateOps) {
     };
     const auto from_half = run(true), from_float = run(false);
     for (size_t i = 0; i < from_float.size(); ++i) EXPECT_EQ(from_half[i], from_float[i]) << dtype_name(type) << " " << names[i];
+    // The one-block-per-row layout for many rows (JETLM_PREP_ROWS=1, opt-in): the same bits.
+    const test::ScopedEnv rows_layout("JETLM_PREP_ROWS", "1");
+    const auto rows_half = run(true), rows_float = run(false);
+    for (size_t i = 0; i < from_float.size(); ++i) {
+      EXPECT_EQ(rows_half[i], from_half[i]) << "rows layout, " << dtype_name(type) << " " << names[i];
+      EXPECT_EQ(rows_float[i], from_float[i]) << "rows layout, float32 " << names[i];
+    }
   }
 }
 

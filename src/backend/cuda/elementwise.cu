@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
@@ -297,6 +299,57 @@ __global__ void jet_decode_prep_kernel(const FT* __restrict__ fused, int64_t N, 
   }
 }
 
+// jet_decode_prep_kernel's work for many rows (prefill): one block per row, every warp on q/k
+// head rows (w, w + 8, ...), threads < H on the gates, then the whole block on the copies and
+// silu(hidden). The same per-element arithmetic in the same orders: the same bits.
+template <typename FT>
+__global__ void __launch_bounds__(kThreads) jet_prefill_prep_kernel(
+    const FT* __restrict__ fused, int64_t N, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
+    const float* __restrict__ A_log, const float* __restrict__ dt_bias, float* __restrict__ q, float* __restrict__ k,
+    float* __restrict__ u, float* __restrict__ gate, float* __restrict__ hidden, float* __restrict__ beta,
+    float* __restrict__ g) {
+  const int64_t b = blockIdx.x;
+  const FT* row = fused + b * N;
+  const int64_t key_dim = H * dk, value_dim = H * dv;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  for (int64_t hr = warp; hr < 2 * H; hr += kThreads / 32) {  // hr < H: q head hr; else k head hr - H
+    const bool is_q = hr < H;
+    const int64_t h = is_q ? hr : hr - H;
+    const FT* src = row + (is_q ? 0 : key_dim) + h * dk;
+    float* dst = (is_q ? q : k) + (b * H + h) * dk;
+    float ss = 0;
+    for (int64_t i = lane; i < dk; i += 32) {
+      const float x = silu_f(as_float(src[i]));
+      ss += x * x;
+    }
+    ss = warp_sum(ss);
+    const float f = (is_q ? q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
+    for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
+  }
+  for (int64_t h = threadIdx.x; h < H; h += kThreads) {
+    const float b_raw = as_float(row[2 * key_dim + 2 * value_dim + h]);
+    const float a_raw = as_float(row[2 * key_dim + 2 * value_dim + H + h]);
+    beta[b * H + h] = 1.0f / (1.0f + expf(-b_raw));
+    const float x = a_raw + dt_bias[h];
+    const float softplus = x > 20.0f ? x : log1pf(expf(x));
+    g[b * H + h] = -expf(A_log[h]) * softplus;
+  }
+  for (int64_t i = threadIdx.x; i < 2 * value_dim + gh; i += kThreads) {
+    if (i < value_dim) u[b * value_dim + i] = as_float(row[2 * key_dim + i]);
+    else if (i < 2 * value_dim) gate[b * value_dim + (i - value_dim)] = as_float(row[2 * key_dim + i]);
+    else hidden[b * gh + (i - 2 * value_dim)] = silu_f(as_float(row[2 * key_dim + 2 * value_dim + 2 * H + (i - 2 * value_dim)]));
+  }
+}
+
+// Rows from which jet_decode_prep takes the one-block-per-row layout (prefill chunks), where
+// JETLM_PREP_ROWS=1 opts in: written after the last device call of 2026-12-07, NOT YET RUN ON A
+// GPU (ncu there: the decode layout took 97 us per Jet-2B layer at 2048 rows).
+constexpr int64_t kPrepRowsMin = 64;
+bool prefill_prep_rows() {  // read per launch, so tests can switch it
+  const char* env = std::getenv("JETLM_PREP_ROWS");
+  return env && std::string(env) == "1";
+}
+
 template <typename FT>
 void launch_jet_decode_prep(const FT* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
                             const float* A_log, const float* dt_bias, float* q, float* k, float* u, float* gate,
@@ -304,10 +357,15 @@ void launch_jet_decode_prep(const FT* fused, int64_t B, int64_t H, int64_t dk, i
   JETLM_ASSERT(H >= 1 && dk >= 1 && dv >= 1 && gh >= 0 && B <= 65535);
   if (B == 0) return;
   const int64_t N = 2 * H * dk + 2 * H * dv + 2 * H + gh;
-  const int64_t rest_blocks = (2 * H * dv + gh + kThreads - 1) / kThreads;
-  const dim3 grid{unsigned(H + rest_blocks), unsigned(B)};
-  jet_decode_prep_kernel<FT><<<grid, kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log, dt_bias, q, k,
-                                                              u, gate, hidden, beta, g);
+  if (B >= kPrepRowsMin && prefill_prep_rows()) {
+    jet_prefill_prep_kernel<FT><<<unsigned(B), kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log,
+                                                                        dt_bias, q, k, u, gate, hidden, beta, g);
+  } else {
+    const int64_t rest_blocks = (2 * H * dv + gh + kThreads - 1) / kThreads;
+    const dim3 grid{unsigned(H + rest_blocks), unsigned(B)};
+    jet_decode_prep_kernel<FT><<<grid, kThreads, 0, stream()>>>(fused, N, H, dk, dv, gh, q_scale, A_log, dt_bias, q,
+                                                                k, u, gate, hidden, beta, g);
+  }
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
