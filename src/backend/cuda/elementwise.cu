@@ -175,25 +175,24 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
-template <typename KT> __device__ __forceinline__ float as_float(KT w) {
-  if constexpr (std::is_same_v<KT, float>) return w;
-  else if constexpr (std::is_same_v<KT, __half>) return __half2float(w);
+// A float32, bf16 or f16 element as float (the fused rows of jet_decode_prep).
+template <typename ET> __device__ __forceinline__ float as_float(ET w) {
+  if constexpr (std::is_same_v<ET, float>) return w;
+  else if constexpr (std::is_same_v<ET, __half>) return __half2float(w);
   else return __bfloat162float(w);
 }
 
 // v[t, c] = silu(sum_i kernel[t, c, i] * hist(t - K + 1 + i, c)), hist(j < 0) from the state.
-// KT: the generated kernels' type (float32, or bf16/f16 from a GEMM with half-precision output).
-template <typename KT>
-__global__ void dconv_kernel(const float* u, const KT* kernel, int64_t T, int64_t C, int64_t K,
+__global__ void dconv_kernel(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,
                              const float* state, float* v) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= T * C) return;
   const int64_t t = idx / C, c = idx % C;
-  const KT* ker = kernel + idx * K;
+  const float* ker = kernel + idx * K;
   float acc = 0;
   for (int64_t i = 0; i < K; ++i) {
     const int64_t j = t - K + 1 + i;
-    acc += as_float(ker[i]) * (j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c]);
+    acc += ker[i] * (j >= 0 ? u[j * C + c] : state[(j + K - 1) * C + c]);
   }
   v[idx] = silu_f(acc);
 }
@@ -202,21 +201,20 @@ __global__ void dconv_kernel(const float* u, const KT* kernel, int64_t T, int64_
 // and 32-bit index math. The generic kernel (64-bit division, scalar loads) took 88 us per Jet-2B
 // layer at 2048 tokens (ncu, 2026-12-06), ~1.7x its 150 MB at 3 TB/s. The same products in the
 // same order: the same bits.
-template <int K, typename KT>
-__global__ void dconv_fixed_kernel(const float* __restrict__ u, const KT* __restrict__ kernel, int T, int C,
+template <int K>
+__global__ void dconv_fixed_kernel(const float* __restrict__ u, const float* __restrict__ kernel, int T, int C,
                                    const float* __restrict__ state, float* __restrict__ v) {
   static_assert(K == 4, "one vector load of the taps");
   const int idx = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
   if (idx >= T * C) return;
   const int t = idx / C, c = idx - t * C;
-  KT w[K];
-  if constexpr (sizeof(KT) == 4) *reinterpret_cast<float4*>(w) = *reinterpret_cast<const float4*>(kernel + int64_t(idx) * K);
-  else *reinterpret_cast<uint2*>(w) = *reinterpret_cast<const uint2*>(kernel + int64_t(idx) * K);
+  const float4 w = *reinterpret_cast<const float4*>(kernel + int64_t(idx) * K);
+  const float ker[K] = {w.x, w.y, w.z, w.w};
   float acc = 0;
 #pragma unroll
   for (int i = 0; i < K; ++i) {
     const int j = t - K + 1 + i;
-    acc += as_float(w[i]) * (j >= 0 ? u[int64_t(j) * C + c] : state[(j + K - 1) * C + c]);
+    acc += ker[i] * (j >= 0 ? u[int64_t(j) * C + c] : state[(j + K - 1) * C + c]);
   }
   v[idx] = silu_f(acc);
 }
@@ -477,28 +475,19 @@ void add(float* y, const float* x, int64_t n) {
   JETLM_CUDA_CHECK_LAUNCH();
 }
 
-namespace {
-
-template <typename KT>
-void launch_dconv(const float* u, const KT* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v) {
+void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v) {
   JETLM_ASSERT(K >= 1 && K <= kMaxConvTaps, "dconv: 1 <= K <= kMaxConvTaps");
   if (T == 0 || C == 0) return;
-  if (K == 4 && T * C < (int64_t(1) << 31) && reinterpret_cast<uintptr_t>(kernel) % (4 * sizeof(KT)) == 0) {
-    dconv_fixed_kernel<4, KT><<<blocks_for(T * C, kThreads), kThreads, 0, stream()>>>(u, kernel, int(T), int(C), state, v);
+  if (K == 4 && T * C < (int64_t(1) << 31) && reinterpret_cast<uintptr_t>(kernel) % 16 == 0) {
+    dconv_fixed_kernel<4><<<blocks_for(T * C, kThreads), kThreads, 0, stream()>>>(u, kernel, int(T), int(C), state, v);
   } else {
-    dconv_kernel<KT><<<blocks_for(T * C, kThreads), kThreads, 0, stream()>>>(u, kernel, T, C, K, state, v);
+    dconv_kernel<<<blocks_for(T * C, kThreads), kThreads, 0, stream()>>>(u, kernel, T, C, K, state, v);
   }
   JETLM_CUDA_CHECK_LAUNCH();
   if (K > 1) {
     dconv_state_kernel<<<blocks_for(C, kThreads), kThreads, 0, stream()>>>(u, T, C, K, state);
     JETLM_CUDA_CHECK_LAUNCH();
   }
-}
-
-}  // namespace
-
-void dconv(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K, float* state, float* v) {
-  launch_dconv(u, kernel, T, C, K, state, v);
 }
 
 void jet_gates(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias, int64_t T,
