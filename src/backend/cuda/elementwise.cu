@@ -248,6 +248,41 @@ __global__ void jet_gates_kernel(const float* b_raw, const float* a_raw, const f
   g[i] = -expf(A_log[h]) * softplus;
 }
 
+// One q or k head row of the JetBlock's stacked projection (a warp): dst = silu(src) scaled to
+// unit L2 norm times `scale`, as silu_kernel then l2norm_kernel compute it (same per-lane order
+// and warp_sum).
+template <typename FT>
+__device__ __forceinline__ void jet_qk_head(const FT* src, float* dst, int64_t dk, int lane, float scale) {
+  float ss = 0;
+  for (int64_t i = lane; i < dk; i += 32) {
+    const float x = silu_f(as_float(src[i]));
+    ss += x * x;
+  }
+  ss = warp_sum(ss);
+  const float f = scale * rsqrtf(ss + 1e-6f);
+  for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
+}
+
+// Head h's gates from its raw b and a (ba: the row's b [H] | a [H]), as jet_gates_kernel.
+template <typename FT>
+__device__ __forceinline__ void jet_head_gates(const FT* ba, int64_t H, int64_t h, const float* A_log,
+                                               const float* dt_bias, float* beta, float* g) {
+  const float b_raw = as_float(ba[h]), a_raw = as_float(ba[H + h]);
+  *beta = 1.0f / (1.0f + expf(-b_raw));
+  const float x = a_raw + dt_bias[h];
+  const float softplus = x > 20.0f ? x : log1pf(expf(x));
+  *g = -expf(A_log[h]) * softplus;
+}
+
+// Element i of a row's u | gate | hidden part (u, gate copied, silu(hidden)).
+template <typename FT>
+__device__ __forceinline__ void jet_row_rest(const FT* rest, int64_t i, int64_t value_dim, int64_t H, float* u,
+                                             float* gate, float* hidden) {
+  if (i < value_dim) u[i] = as_float(rest[i]);
+  else if (i < 2 * value_dim) gate[i - value_dim] = as_float(rest[i]);
+  else hidden[i - 2 * value_dim] = silu_f(as_float(rest[2 * H + i]));
+}
+
 // Blocks 0..H-1: head h's q (warp 0) and k (warp 1) rows, silu then L2 norm, as silu_kernel then
 // l2norm_kernel compute them (same per-lane order and warp_sum); thread 64 its gates, as
 // jet_gates_kernel. Blocks from H on: the u/gate copies and silu(hidden), one element per thread.
@@ -265,36 +300,16 @@ __global__ void jet_decode_prep_kernel(const FT* __restrict__ fused, int64_t N, 
   if (int64_t(blockIdx.x) < H) {
     const int64_t h = blockIdx.x;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (warp < 2) {
-      const FT* src = row + warp * key_dim + h * dk;
-      float* dst = (warp == 0 ? q : k) + (b * H + h) * dk;
-      float ss = 0;
-      for (int64_t i = lane; i < dk; i += 32) {
-        const float x = silu_f(as_float(src[i]));
-        ss += x * x;
-      }
-      ss = warp_sum(ss);
-      const float f = (warp == 0 ? q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
-      for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
-    } else if (threadIdx.x == 64) {
-      const float b_raw = as_float(row[2 * key_dim + 2 * value_dim + h]);
-      const float a_raw = as_float(row[2 * key_dim + 2 * value_dim + H + h]);
-      beta[b * H + h] = 1.0f / (1.0f + expf(-b_raw));
-      const float x = a_raw + dt_bias[h];
-      const float softplus = x > 20.0f ? x : log1pf(expf(x));
-      g[b * H + h] = -expf(A_log[h]) * softplus;
-    }
+    if (warp < 2)
+      jet_qk_head(row + warp * key_dim + h * dk, (warp == 0 ? q : k) + (b * H + h) * dk, dk, lane,
+                  warp == 0 ? q_scale : 1.0f);
+    else if (threadIdx.x == 64)
+      jet_head_gates(row + 2 * key_dim + 2 * value_dim, H, h, A_log, dt_bias, beta + b * H + h, g + b * H + h);
     return;
   }
   const int64_t i = (int64_t(blockIdx.x) - H) * blockDim.x + threadIdx.x;
-  if (i < 2 * value_dim) {
-    const float x = as_float(row[2 * key_dim + i]);
-    if (i < value_dim) u[b * value_dim + i] = x;
-    else gate[b * value_dim + (i - value_dim)] = x;
-  } else if (i < 2 * value_dim + gh) {
-    const int64_t j = i - 2 * value_dim;
-    hidden[b * gh + j] = silu_f(as_float(row[2 * key_dim + 2 * value_dim + 2 * H + j]));
-  }
+  if (i < 2 * value_dim + gh)
+    jet_row_rest(row + 2 * key_dim, i, value_dim, H, u + b * value_dim, gate + b * value_dim, hidden + b * gh);
 }
 
 // jet_decode_prep_kernel's work for many rows (prefill): one block per row, every warp on q/k
@@ -313,30 +328,13 @@ __global__ void __launch_bounds__(kThreads) jet_prefill_prep_kernel(
   for (int64_t hr = warp; hr < 2 * H; hr += kThreads / 32) {  // hr < H: q head hr; else k head hr - H
     const bool is_q = hr < H;
     const int64_t h = is_q ? hr : hr - H;
-    const FT* src = row + (is_q ? 0 : key_dim) + h * dk;
-    float* dst = (is_q ? q : k) + (b * H + h) * dk;
-    float ss = 0;
-    for (int64_t i = lane; i < dk; i += 32) {
-      const float x = silu_f(as_float(src[i]));
-      ss += x * x;
-    }
-    ss = warp_sum(ss);
-    const float f = (is_q ? q_scale : 1.0f) * rsqrtf(ss + 1e-6f);
-    for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
+    jet_qk_head(row + (is_q ? 0 : key_dim) + h * dk, (is_q ? q : k) + (b * H + h) * dk, dk, lane,
+                is_q ? q_scale : 1.0f);
   }
-  for (int64_t h = threadIdx.x; h < H; h += kThreads) {
-    const float b_raw = as_float(row[2 * key_dim + 2 * value_dim + h]);
-    const float a_raw = as_float(row[2 * key_dim + 2 * value_dim + H + h]);
-    beta[b * H + h] = 1.0f / (1.0f + expf(-b_raw));
-    const float x = a_raw + dt_bias[h];
-    const float softplus = x > 20.0f ? x : log1pf(expf(x));
-    g[b * H + h] = -expf(A_log[h]) * softplus;
-  }
-  for (int64_t i = threadIdx.x; i < 2 * value_dim + gh; i += kThreads) {
-    if (i < value_dim) u[b * value_dim + i] = as_float(row[2 * key_dim + i]);
-    else if (i < 2 * value_dim) gate[b * value_dim + (i - value_dim)] = as_float(row[2 * key_dim + i]);
-    else hidden[b * gh + (i - 2 * value_dim)] = silu_f(as_float(row[2 * key_dim + 2 * value_dim + 2 * H + (i - 2 * value_dim)]));
-  }
+  for (int64_t h = threadIdx.x; h < H; h += kThreads)
+    jet_head_gates(row + 2 * key_dim + 2 * value_dim, H, h, A_log, dt_bias, beta + b * H + h, g + b * H + h);
+  for (int64_t i = threadIdx.x; i < 2 * value_dim + gh; i += kThreads)
+    jet_row_rest(row + 2 * key_dim, i, value_dim, H, u + b * value_dim, gate + b * value_dim, hidden + b * gh);
 }
 
 // Rows from which jet_decode_prep takes the one-block-per-row layout (prefill chunks), where
