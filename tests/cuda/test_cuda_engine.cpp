@@ -367,7 +367,8 @@ TEST(CudaEngineOps, JetDecodePrepEqualsTheSeparateOps) {
       return std::vector<std::vector<float>>{host(q), host(k), host(u), host(gate), host(hidden), host(beta), host(g)};
     };
     const auto from_half = run(true), from_float = run(false);
-    for (size_t i = 0; i < from_float.size(); ++i) EXPECT_EQ(from_half[i], from_float[i]) << dtype_name(type) << " " << names[i];
+    for (size_t i = 0; i < from_float.size(); ++i)
+      EXPECT_EQ(from_half[i], from_float[i]) << dtype_name(type) << " " << names[i];
     // The one-block-per-row layout for many rows (JETLM_PREP_ROWS=1, opt-in): the same bits.
     const test::ScopedEnv rows_layout("JETLM_PREP_ROWS", "1");
     const auto rows_half = run(true), rows_float = run(false);

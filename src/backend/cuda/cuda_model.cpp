@@ -588,8 +588,8 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
         (d.gate_up.dtype == DType::F16) == (d.down.dtype == DType::F16)) {
       // The norm writes the gate/up GEMM's rounded input, the SwiGLU pass the down projection's.
       const RoundedInput mlp_in = rounded_for(round_in_norms_, T, d.gate_up, s.normed_rounded.data());
-      add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data(), const_cast<void*>(mlp_in.data),
-                  rounded_type(mlp_in));
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, d.post_norm, c.rms_eps, s.normed.data(),
+                  const_cast<void*>(mlp_in.data), rounded_type(mlp_in));
       matmul_swiglu(s.normed.data(), T, d.gate_up, nullptr, mlp_in.data, s.rounded.data(), half_gemm_out_);
       matmul_rounded(s.rounded.data(), T, d.down, nullptr, s.branch.data());
     } else {
@@ -604,8 +604,8 @@ void CudaModel::forward_chunk(int slot, int64_t pos0, int64_t T, bool want_logit
                                   : (stacked_prefill_ && next.in_proj.data) ? next.in_proj
                                                                             : next.jq;
       xn_rounded = rounded_for(round_in_norms_, T, first, s.normed_rounded.data());
-      add_rmsnorm(s.x.data(), s.branch.data(), T, D, next.input_norm, c.rms_eps, s.normed.data(), const_cast<void*>(xn_rounded.data),
-                  rounded_type(xn_rounded));
+      add_rmsnorm(s.x.data(), s.branch.data(), T, D, next.input_norm, c.rms_eps, s.normed.data(),
+                  const_cast<void*>(xn_rounded.data), rounded_type(xn_rounded));
     } else {
       add(s.x.data(), s.branch.data(), T * D);
     }
