@@ -6,9 +6,11 @@
 #include <cuda_runtime.h>
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #endif
 
 #include <cstddef>
+#include <type_traits>
 
 #include "backend/cuda/ops_cuda.h"
 
@@ -58,6 +60,18 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool pred) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(pred ? 16 : 0));
+}
+
+// A float32, bf16 or f16 element as float, and a float rounded to one of those types.
+template <typename T> __device__ __forceinline__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else return __bfloat162float(v);
+}
+template <typename T> __device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else return __float2bfloat16_rn(v);
 }
 
 // Tensor-core fragments of mma.sync m16n8k16 (bf16 operands, float32 accumulators). With g =

@@ -14,6 +14,8 @@
 namespace jetlm::cuda {
 
 using detail::blocks_for;
+using detail::from_float;
+using detail::to_float;
 
 namespace {
 
@@ -22,10 +24,6 @@ constexpr int kRowsPerBlock = 8;  // warp-per-row kernels: 8 warps per block
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
-template <typename HT> __device__ __forceinline__ HT round_to_half(float x) {
-  if constexpr (std::is_same_v<HT, __half>) return __float2half_rn(x);
-  else return __float2bfloat16_rn(x);
-}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -105,7 +103,7 @@ __global__ void __launch_bounds__(kNormThreads) add_rmsnorm_kernel(float* x, con
   for (int64_t i = threadIdx.x; i < N; i += kNormThreads) {
     const float y = w[i] * (xr[i] * inv);
     outr[i] = y;
-    if constexpr (!std::is_same_v<RT, float>) rounded[r * N + i] = round_to_half<RT>(y);
+    if constexpr (!std::is_same_v<RT, float>) rounded[r * N + i] = from_float<RT>(y);
   }
 }
 
@@ -137,7 +135,7 @@ __global__ void gated_rmsnorm_kernel(float* o, const float* gate, int64_t R, int
   for (int64_t i = lane; i < dv; i += 32) {
     const float y = w[i] * (orow[i] * inv) * silu_f(grow[i]);
     orow[i] = y;
-    if constexpr (!std::is_same_v<RT, float>) rounded[r * dv + i] = round_to_half<RT>(y);
+    if constexpr (!std::is_same_v<RT, float>) rounded[r * dv + i] = from_float<RT>(y);
   }
 }
 
@@ -175,12 +173,6 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
-// A float32, bf16 or f16 element as float (the fused rows of jet_decode_prep).
-template <typename ET> __device__ __forceinline__ float as_float(ET w) {
-  if constexpr (std::is_same_v<ET, float>) return w;
-  else if constexpr (std::is_same_v<ET, __half>) return __half2float(w);
-  else return __bfloat162float(w);
-}
 
 // v[t, c] = silu(sum_i kernel[t, c, i] * hist(t - K + 1 + i, c)), hist(j < 0) from the state.
 __global__ void dconv_kernel(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,
@@ -255,19 +247,19 @@ template <typename FT>
 __device__ __forceinline__ void jet_qk_head(const FT* src, float* dst, int64_t dk, int lane, float scale) {
   float ss = 0;
   for (int64_t i = lane; i < dk; i += 32) {
-    const float x = silu_f(as_float(src[i]));
+    const float x = silu_f(to_float(src[i]));
     ss += x * x;
   }
   ss = warp_sum(ss);
   const float f = scale * rsqrtf(ss + 1e-6f);
-  for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(as_float(src[i])) * f;
+  for (int64_t i = lane; i < dk; i += 32) dst[i] = silu_f(to_float(src[i])) * f;
 }
 
 // Head h's gates from its raw b and a (ba: the row's b [H] | a [H]), as jet_gates_kernel.
 template <typename FT>
 __device__ __forceinline__ void jet_head_gates(const FT* ba, int64_t H, int64_t h, const float* A_log,
                                                const float* dt_bias, float* beta, float* g) {
-  const float b_raw = as_float(ba[h]), a_raw = as_float(ba[H + h]);
+  const float b_raw = to_float(ba[h]), a_raw = to_float(ba[H + h]);
   *beta = 1.0f / (1.0f + expf(-b_raw));
   const float x = a_raw + dt_bias[h];
   const float softplus = x > 20.0f ? x : log1pf(expf(x));
@@ -278,9 +270,9 @@ __device__ __forceinline__ void jet_head_gates(const FT* ba, int64_t H, int64_t 
 template <typename FT>
 __device__ __forceinline__ void jet_row_rest(const FT* rest, int64_t i, int64_t value_dim, int64_t H, float* u,
                                              float* gate, float* hidden) {
-  if (i < value_dim) u[i] = as_float(rest[i]);
-  else if (i < 2 * value_dim) gate[i - value_dim] = as_float(rest[i]);
-  else hidden[i - 2 * value_dim] = silu_f(as_float(rest[2 * H + i]));
+  if (i < value_dim) u[i] = to_float(rest[i]);
+  else if (i < 2 * value_dim) gate[i - value_dim] = to_float(rest[i]);
+  else hidden[i - 2 * value_dim] = silu_f(to_float(rest[2 * H + i]));
 }
 
 // Blocks 0..H-1: head h's q (warp 0) and k (warp 1) rows, silu then L2 norm, as silu_kernel then

@@ -395,16 +395,8 @@ gemv_splitk_kernel(const float* __restrict__ x, int64_t N, int64_t K, const WT* 
   }
 }
 
-template <typename T> __device__ __forceinline__ float to_float(T v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
-}
-template <typename T> __device__ __forceinline__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
-}
+using detail::from_float;
+using detail::to_float;
 
 // y[T, N/2] = silu(y2[:, even]) * y2[:, odd]: the GEMM path of matmul_swiglu.
 // IT: the GEMM's output type (float, or the weights' half type when it writes gate/up rounded).
