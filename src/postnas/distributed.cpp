@@ -16,6 +16,7 @@
 #include <iterator>
 #include <thread>
 
+#include "core/env.h"
 #include "core/error.h"
 
 #ifdef JETLM_POSTNAS_NCCL
@@ -26,17 +27,6 @@
 namespace jetlm::postnas {
 
 namespace {
-
-int env_int(const char* name, int fallback, int lo, int hi) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long x = std::strtol(v, &end, 10);
-  if (*end != '\0' || x < lo || x > hi)
-    throw_error(name, std::string("expected an integer in ") + std::to_string(lo) + ".." + std::to_string(hi) +
-                          ", got '" + v + "'");
-  return int(x);
-}
 
 // Rank 0 must outlive every other rank's use of the store it hosts.
 void finish_with_store(c10d::Store& store, int rank, int world) {
@@ -130,10 +120,10 @@ int free_port() {
 
 DistEnv dist_env_from_environment() {
   DistEnv env;
-  env.world = env_int("JETLM_WORLD_SIZE", 1, 1, 4096);
-  env.rank = env_int("JETLM_RANK", 0, 0, env.world - 1);
-  env.local_rank = env_int("JETLM_LOCAL_RANK", env.rank, 0, 4095);
-  env.master_port = env_int("JETLM_MASTER_PORT", 0, 0, 65535);
+  env.world = int(env_int("JETLM_WORLD_SIZE", 1, 1, 4096));
+  env.rank = int(env_int("JETLM_RANK", 0, 0, env.world - 1));
+  env.local_rank = int(env_int("JETLM_LOCAL_RANK", env.rank, 0, 4095));
+  env.master_port = int(env_int("JETLM_MASTER_PORT", 0, 0, 65535));
   if (const char* a = std::getenv("JETLM_MASTER_ADDR"); a && *a) env.master_addr = a;
   if (env.world > 1 && env.master_port == 0)
     throw_error("JETLM_MASTER_PORT", "must be set when JETLM_WORLD_SIZE > 1 (rank 0 hosts the store there)");

@@ -237,24 +237,34 @@ int main(int argc, char** argv) {
     const double flops = double(T / 64) * H * (64.0 * 64 * (2 * dk + dv) * 2 + 4.0 * 64 * dk * dv * 2);
     row("gdn_chunked", "T=" + std::to_string(T) + " 12x96x256", ms, 0, flops);
     // The tensor-core path the engine takes (defaults: output split from the state pass, prep dots
-    // on tensor cores, W/U from the inverse of I + M), the opt-in mma.sync state pass, the
-    // substitution prep, and the fused pass of before.
-    struct Variant { const char* name; const char* split; const char* prep_tc; const char* inverse; const char* mma; };
+    // on tensor cores, W/U from the inverse of I + M, the mma.sync state pass), the WMMA state pass,
+    // the opt-in mma.sync output kernel, the substitution prep, and the fused pass of before.
+    struct Variant {
+      const char* name;
+      const char* split;
+      const char* prep_tc;
+      const char* inverse;
+      const char* mma;
+      const char* output_mma = "0";
+    };
     for (int round = 0; round < 2; ++round)
-      for (const Variant var : {Variant{"gdn_chunked_tc default", "1", "1", "1", "0"},
-                                Variant{"gdn_chunked_tc mma.sync pass", "1", "1", "1", "1"},
+      for (const Variant var : {Variant{"gdn_chunked_tc WMMA pass", "1", "1", "1", "0"},
+                                Variant{"gdn_chunked_tc default (mma.sync pass)", "1", "1", "1", "1"},
+                                Variant{"gdn_chunked_tc mma.sync pass+output", "1", "1", "1", "1", "1"},
                                 Variant{"gdn_chunked_tc substitution", "1", "1", "0", "0"},
                                 Variant{"gdn_chunked_tc fused old", "0", "0", "0", "0"}}) {
         setenv("JETLM_GDN_SPLIT", var.split, 1);
         setenv("JETLM_GDN_PREP_TC", var.prep_tc, 1);
         setenv("JETLM_GDN_PREP_INV", var.inverse, 1);
         setenv("JETLM_GDN_STATE_MMA", var.mma, 1);
+        setenv("JETLM_GDN_OUTPUT_MMA", var.output_mma, 1);
         const double ms_tc = time_ms([&](int) {
           cuda::gdn_chunked_tc(q.data(), k.data(), v.data(), g.data(), beta.data(), T, H, dk, dv, S.data(), o.data());
         }, 5, 3);
         row(var.name, "T=" + std::to_string(T) + " 12x96x256", ms_tc, 0, flops);
       }
-    for (const char* name : {"JETLM_GDN_PREP_TC", "JETLM_GDN_SPLIT", "JETLM_GDN_PREP_INV", "JETLM_GDN_STATE_MMA"})
+    for (const char* name : {"JETLM_GDN_PREP_TC", "JETLM_GDN_SPLIT", "JETLM_GDN_PREP_INV", "JETLM_GDN_STATE_MMA",
+                             "JETLM_GDN_OUTPUT_MMA"})
       unsetenv(name);
   }
   if (want("gdn")) {

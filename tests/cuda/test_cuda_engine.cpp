@@ -234,14 +234,16 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     //  2 JETLM_GDN_PREP_TC=0: the prep kernel's dot products on CUDA cores;
     //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column;
     //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (the default in use; runs 0-3
-    //    take the WMMA pass).
-    constexpr int kRuns = 5;
+    //    take the WMMA pass);
+    //  5 as 4, with JETLM_GDN_OUTPUT_MMA=1: the output kernel on raw mma.sync (its state is run 4's).
+    constexpr int kRuns = 6;
     std::vector<float> o_runs[kRuns], S_runs[kRuns];
     for (int run = 0; run < kRuns; ++run) {
       const test::ScopedEnv split("JETLM_GDN_SPLIT", run == 1 ? "0" : "1");
       const test::ScopedEnv prep("JETLM_GDN_PREP_TC", run == 2 ? "0" : "1");
       const test::ScopedEnv inverse("JETLM_GDN_PREP_INV", run == 3 ? "0" : "1");
-      const test::ScopedEnv mma("JETLM_GDN_STATE_MMA", run == 4 ? "1" : "0");
+      const test::ScopedEnv mma("JETLM_GDN_STATE_MMA", run >= 4 ? "1" : "0");
+      const test::ScopedEnv output_mma("JETLM_GDN_OUTPUT_MMA", run == 5 ? "1" : "0");
       auto dS = dev(in.S);
       cuda::Buffer<float> d_o(o_exp.size());
       cuda::gdn_chunked_tc(dq.data(), dkk.data(), dvv.data(), dg.data(), db.data(), cs.T, cs.H, cs.dk, cs.dv,
@@ -251,14 +253,17 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     }
     EXPECT_EQ(o_runs[0], o_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     EXPECT_EQ(S_runs[0], S_runs[1]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
+    EXPECT_EQ(S_runs[4], S_runs[5]) << "T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
     const char* names[kRuns] = {"default", "fused output", "CUDA-core prep dots", "substitution prep",
-                                "mma.sync state pass"};
-    if (cs.tc)
+                                "mma.sync state pass", "mma.sync state and output"};
+    if (cs.tc) {
       std::printf("  mma.sync state pass: %s bits as the WMMA pass\n",
                   o_runs[4] == o_runs[0] && S_runs[4] == S_runs[0] ? "the same" : "other");
+      std::printf("  mma.sync output: %s bits as the WMMA output\n", o_runs[5] == o_runs[4] ? "the same" : "other");
+    }
     // TF32 operands: 2.5e-4 .. 4.5e-4 on the H100 for every variant (2026-12-07); float32 kernels ~3e-7.
     const double tolerance = cs.tc ? 2e-3 : 1e-5;
-    for (int run : {0, 2, 3, 4}) {
+    for (int run : {0, 2, 3, 4, 5}) {
       const double eo = normalized_error(o_runs[run], o_exp), es = normalized_error(S_runs[run], S_exp);
       EXPECT_LE(eo, tolerance) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;
       EXPECT_LE(es, tolerance) << names[run] << ", T " << cs.T << " dk " << cs.dk << " dv " << cs.dv;

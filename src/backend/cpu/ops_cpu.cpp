@@ -14,6 +14,7 @@
 #include "backend/cpu/gemm_kernels.h"
 #include "backend/ops.h"
 #include "backend/quantize.h"
+#include "core/env.h"
 #include "core/error.h"
 
 #if defined(__x86_64__) && !defined(__clang__) && !defined(JETLM_NO_MULTIVERSION)
@@ -236,17 +237,10 @@ Isa resolve_active_isa() {
   // tolerance is 2e-2, and no faster than the float32 AVX-512 GEMM on a Sapphire Rapids Xeon), so
   // it is used only when asked for by name.
   Isa isa = std::min(detected_isa(), Isa::Avx512);
-  if (const char* env = std::getenv("JETLM_CPU_ISA"); env && *env) {
-    if (std::strcmp(env, isa_name(Isa::Avx512Bf16)) == 0) isa = detected_isa();
-    bool known = false;
-    for (Isa limit : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
-      if (std::strcmp(env, isa_name(limit)) == 0) {
-        isa = std::min(isa, limit);
-        known = true;
-      }
-    if (!known)
-      throw_error("JETLM_CPU_ISA", std::string("'") + env + "' is not one of portable, avx2, avx512, avx512bf16");
-  }
+  const std::string limit_name = env_choice("JETLM_CPU_ISA", "", {"portable", "avx2", "avx512", "avx512bf16"});
+  if (limit_name == isa_name(Isa::Avx512Bf16)) isa = detected_isa();
+  for (Isa limit : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+    if (limit_name == isa_name(limit)) isa = std::min(isa, limit);
   g_active_isa.store(int(isa), std::memory_order_relaxed);
   return isa;
 }
@@ -307,10 +301,7 @@ struct Q8GemvChoice {
 };
 Q8GemvChoice q8_gemv_choice() {
 #if defined(__x86_64__)
-  static const bool allowed = [] {
-    const char* env = std::getenv("JETLM_CPU_VNNI");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool allowed = env_switch("JETLM_CPU_VNNI", true);
   static const bool avx512_vnni = allowed && __builtin_cpu_supports("avx512vnni") &&
                                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   static const bool avx_vnni = allowed && __builtin_cpu_supports("avxvnni");
@@ -323,10 +314,7 @@ Q8GemvChoice q8_gemv_choice() {
 
 // JETLM_CPU_STEAL=0: static shares for the single-token GEMVs (A/B runs).
 bool steal_rows() {
-  static const bool on = [] {
-    const char* env = std::getenv("JETLM_CPU_STEAL");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool on = env_switch("JETLM_CPU_STEAL", true);
   return on;
 }
 

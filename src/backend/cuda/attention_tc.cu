@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -461,10 +462,8 @@ void launch_fa(const TcParams& p) {
 // register kernel is the default: 4.2-4.6x the WMMA kernel's TFLOP/s on the H100 (docs/performance.md).
 constexpr bool kRegisterPrefillByDefault = true;
 bool prefill_attention_in_registers() {
-  const char* v = std::getenv("JETLM_ATTN_PREFILL");
-  if (v && std::string_view(v) == "registers") return true;
-  if (v && std::string_view(v) == "wmma") return false;
-  return kRegisterPrefillByDefault;
+  return env_choice("JETLM_ATTN_PREFILL", kRegisterPrefillByDefault ? "registers" : "wmma", {"registers", "wmma"}) ==
+         "registers";
 }
 
 template <int HDP>

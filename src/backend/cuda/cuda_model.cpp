@@ -11,6 +11,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -106,17 +107,16 @@ CudaModel::CudaModel(const Model& model, const CudaModelOptions& options) : conf
   // Precision follows the weights: float32 models keep float32 prefill attention and delta rule.
   tensor_cores_ = !model.weights().layers.empty() && model.weights().layers[0].gate.dtype != DType::F32;
   // JETLM_TENSOR_CORES=0 keeps the float32 prefill kernels (for A/B benchmarks).
-  if (const char* env = std::getenv("JETLM_TENSOR_CORES"); env && std::string(env) == "0") tensor_cores_ = false;
+  if (!env_switch("JETLM_TENSOR_CORES", true)) tensor_cores_ = false;
   kv_dtype_ = kv_cache_dtype(options_.kv_cache, tensor_cores_);
   fuse_decode_ = options_.fuse_decode;
-  if (const char* env = std::getenv("JETLM_DECODE_FUSION"); env && std::string(env) == "0") fuse_decode_ = false;
-  if (const char* env = std::getenv("JETLM_GDN_NORM"); env && std::string(env) == "0") fuse_gdn_norm_ = false;
-  if (const char* env = std::getenv("JETLM_JET_STEP"); env && std::string(env) == "0") fuse_jet_step_ = false;
-  if (const char* env = std::getenv("JETLM_QKV_ROPE"); env && std::string(env) == "0") fuse_qkv_rope_ = false;
-  half_gemm_out_ = options_.half_gemm_outputs;
-  if (const char* env = std::getenv("JETLM_PREFILL_STACKED"); env && std::string(env) == "0") stacked_prefill_ = false;
-  if (const char* env = std::getenv("JETLM_NORM_ROUNDED"); env && std::string(env) == "0") round_in_norms_ = false;
-  if (const char* env = std::getenv("JETLM_GEMM_HALF_OUT")) half_gemm_out_ = std::string(env) != "0";
+  fuse_decode_ = env_switch("JETLM_DECODE_FUSION", fuse_decode_);
+  fuse_gdn_norm_ = env_switch("JETLM_GDN_NORM", fuse_gdn_norm_);
+  fuse_jet_step_ = env_switch("JETLM_JET_STEP", fuse_jet_step_);
+  fuse_qkv_rope_ = env_switch("JETLM_QKV_ROPE", fuse_qkv_rope_);
+  stacked_prefill_ = env_switch("JETLM_PREFILL_STACKED", stacked_prefill_);
+  round_in_norms_ = env_switch("JETLM_NORM_ROUNDED", round_in_norms_);
+  half_gemm_out_ = env_switch("JETLM_GEMM_HALF_OUT", options_.half_gemm_outputs);
   if (options_.max_slots < 1 || options_.max_slots > 65535)
     throw_error("max_slots", "must be in 1..65535, got " + std::to_string(options_.max_slots));
   if (options_.context_limit <= 0) options_.context_limit = std::min<int64_t>(c.max_position, 32768);

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -333,10 +334,7 @@ __global__ void __launch_bounds__(kThreads) jet_prefill_prep_kernel(
 // JETLM_PREP_ROWS=1 opts in: written after the last device call of 2026-12-07, NOT YET RUN ON A
 // GPU (ncu there: the decode layout took 97 us per Jet-2B layer at 2048 rows).
 constexpr int64_t kPrepRowsMin = 64;
-bool prefill_prep_rows() {  // read per launch, so tests can switch it
-  const char* env = std::getenv("JETLM_PREP_ROWS");
-  return env && std::string(env) == "1";
-}
+bool prefill_prep_rows() { return env_switch("JETLM_PREP_ROWS", false); }  // read per launch: tests switch it
 
 template <typename FT>
 void launch_jet_decode_prep(const FT* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,

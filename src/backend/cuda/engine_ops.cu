@@ -10,6 +10,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -60,12 +61,8 @@ __global__ void rope_at_kernel(float* x, int64_t T, int64_t H, int64_t hd, const
 }
 
 // ---- KV writes / reads ------------------------------------------------------------------------------
-// Cache elements: float32 or bf16 (KT); arithmetic is float32 either way.
-__device__ __forceinline__ float kv_to_float(float x) { return x; }
-__device__ __forceinline__ float kv_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename KT> __device__ __forceinline__ KT kv_from_float(float x);
-template <> __device__ __forceinline__ float kv_from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 kv_from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+// Cache elements: float32 or bf16 (KT); arithmetic is float32 either way (detail::to_float /
+// from_float convert).
 
 // Row t of k/v goes to (slot, pos) = (slots ? slots[t] : slot0, positions ? positions[t] : pos0 + t).
 // Ring layouts only take rows t >= first (earlier rows would be overwritten by later ones anyway,
@@ -80,8 +77,8 @@ __global__ void kv_append_kernel(KvLayout L, const float* k, const float* v, int
   const int64_t slot = slots ? slots[t] : slot0;
   const int64_t pos = positions ? positions[t] : pos0 + t;
   const int64_t off = kv_offset(L, slot, pos) + c;
-  static_cast<KT*>(L.k)[off] = kv_from_float<KT>(k[idx]);
-  static_cast<KT*>(L.v)[off] = kv_from_float<KT>(v[idx]);
+  static_cast<KT*>(L.k)[off] = detail::from_float<KT>(k[idx]);
+  static_cast<KT*>(L.v)[off] = detail::from_float<KT>(v[idx]);
 }
 
 template <typename KT>
@@ -90,8 +87,8 @@ __global__ void kv_gather_kernel(KvLayout L, int64_t slot, int64_t pos_lo, int64
   if (idx >= n * L.row) return;
   const int64_t t = idx / L.row, c = idx % L.row;
   const int64_t off = kv_offset(L, slot, pos_lo + t) + c;
-  k_out[idx] = kv_to_float(static_cast<const KT*>(L.k)[off]);
-  v_out[idx] = kv_to_float(static_cast<const KT*>(L.v)[off]);
+  k_out[idx] = detail::to_float(static_cast<const KT*>(L.k)[off]);
+  v_out[idx] = detail::to_float(static_cast<const KT*>(L.v)[off]);
 }
 
 // The decode step's attention inputs from the rows of the fused projection, one launch instead of
@@ -121,12 +118,13 @@ __global__ void qkv_rope_append_kernel(const float* __restrict__ fused, int64_t 
       q_out[(b * Hq + h) * hd + i + half] = rb;
     } else {
       KT* kc = static_cast<KT*>(L.k) + off + (h - Hq) * hd;
-      kc[i] = kv_from_float<KT>(ra);
-      kc[i + half] = kv_from_float<KT>(rb);
+      kc[i] = detail::from_float<KT>(ra);
+      kc[i + half] = detail::from_float<KT>(rb);
     }
   }
   const float* v = row + (Hq + Hkv) * hd;
-  for (int64_t c = threadIdx.x; c < Hkv * hd; c += blockDim.x) static_cast<KT*>(L.v)[off + c] = kv_from_float<KT>(v[c]);
+  for (int64_t c = threadIdx.x; c < Hkv * hd; c += blockDim.x)
+    static_cast<KT*>(L.v)[off + c] = detail::from_float<KT>(v[c]);
 }
 
 // ---- decode attention ----------------------------------------------------------------------------------
@@ -195,8 +193,8 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) attention_decode_kernel(Dec
 #pragma unroll
       for (int i = 0; i < DPL; ++i) {
         const int d = lane + 32 * i;
-        kr[u][i] = ok && d < p.hd ? kv_to_float(kcache[off + d]) : 0.0f;
-        vr[u][i] = ok && d < p.hd ? kv_to_float(vcache[off + d]) : 0.0f;
+        kr[u][i] = ok && d < p.hd ? detail::to_float(kcache[off + d]) : 0.0f;
+        vr[u][i] = ok && d < p.hd ? detail::to_float(vcache[off + d]) : 0.0f;
       }
     }
 #pragma unroll
@@ -735,7 +733,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
 template <typename T>
 __global__ void fill_uniform_kernel(T* x, int64_t n, float scale, uint64_t seed) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] = kv_from_float<T>(scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f));
+  if (i < n) x[i] = detail::from_float<T>(scale * (2.0f * uniform01(seed, 0, uint64_t(i)) - 1.0f));
 }
 
 struct SplitParams {
@@ -844,10 +842,7 @@ int decode_splits(int64_t B, int64_t Hkv, int64_t context_limit, bool tensor_cor
     // its keys 16 at a time, one memory round trip each, so at small batch the split length, not
     // the bandwidth, sets the time: with 256-key splits Jet-Nemotron-2B's batch-1 step at 4K spent
     // 49 us per attention layer in 8 blocks (ncu, H100).
-    static const int64_t min_keys = [] {
-      const char* env = std::getenv("JETLM_TC_DECODE_MIN_KEYS");  // A/B runs
-      return env && std::atoi(env) >= 16 ? int64_t(std::atoi(env)) : int64_t(kTcDecodeMinKeys);
-    }();
+    static const int64_t min_keys = env_int("JETLM_TC_DECODE_MIN_KEYS", kTcDecodeMinKeys, 16, 1 << 20);  // A/B
     const int64_t want = (8 * int64_t(detail::sm_count()) + B * Hkv - 1) / (B * Hkv);
     const int64_t most = std::max<int64_t>(1, context_limit / (kTcDecodeWarps * min_keys));
     return int(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 256)));
@@ -889,10 +884,7 @@ void attention_decode(const float* q, const KvLayout& kv, const int32_t* slots, 
   p.part_ml = static_cast<float*>(detail::workspace(9, rows * 2 * sizeof(float)));
   if (tc) {
     const dim3 grid{unsigned(splits), unsigned(Hkv), unsigned(B)};
-    static const bool three = [] {
-      const char* env = std::getenv("JETLM_TC_DECODE_BLOCKS");
-      return !(env && std::string(env) == "2");
-    }();
+    static const bool three = env_int("JETLM_TC_DECODE_BLOCKS", 3, 2, 3) == 3;
     if (hd == 64) attention_decode_tc_kernel<64, 2><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
     else if (three) attention_decode_tc_kernel<128, 3><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);
     else attention_decode_tc_kernel<128, 2><<<grid, 32 * kTcDecodeWarps, 0, stream()>>>(p);

@@ -19,6 +19,7 @@
 #include <mma.h>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -1002,6 +1003,73 @@ __global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H
   }
 }
 
+// gdn_output_tc_kernel on raw mma.sync (m16n8k8, TF32), JETLM_GDN_OUTPUT_MMA=1; written after the
+// last device call of 2026-12-07, NOT YET RUN ON A GPU, hence opt-in. Why: the WMMA output kernel
+// (97 us per Jet-2B layer at 2048 tokens, ncu on the H100) has the WMMA state pass's instruction
+// mix (generic fragment loads with per-element address arithmetic), which the mma.sync state pass
+// replaced for +3.9% of the whole prefill. Block = (chunk, head, 64 value columns), 8 warps: warp
+// w owns rows 16 (w / 2) .. +15 and the four 16 x 8 tiles of columns 32 (w % 2) .. +31, so each A
+// fragment serves four products. The products and their order are the WMMA kernel's (e^G q S over
+// dk, then P delta over the chunk rows up to the tile's last), accumulated per 8-wide k step.
+// S_c and delta rows have 72 floats (72 % 32 == 8): the B fragments' 32 lanes (k = lane % 4,
+// n = lane / 4) then hit 32 different banks.
+constexpr int kOutMmaLd = kOutCols + 8;
+size_t output_mma_floats(int64_t dk) {
+  return size_t(kChunk * (dk + 4) + kChunk * kTcLdP + dk * kOutMmaLd + kChunk * kOutMmaLd);
+}
+
+__global__ void __launch_bounds__(32 * kMmaWarps) gdn_output_mma_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
+                                                                         ChunkWork work, float* __restrict__ o) {
+  extern __shared__ __align__(128) float smom[];
+  const int ldk = int(dk) + 4, dki = int(dk), dvi = int(dv);
+  float* Qg_s = smom;                  // [64][dk+4], TF32-rounded by the prep kernel
+  float* P_s = Qg_s + kChunk * ldk;    // [64][68], TF32-rounded by the prep kernel
+  float* S_s = P_s + kChunk * kTcLdP;  // [dk][72] the chunk's starting state, this block's columns
+  float* D_s = S_s + dk * kOutMmaLd;   // [64][72] the chunk's delta, this block's columns
+  const int64_t c = blockIdx.x, h = blockIdx.y, col0 = int64_t(blockIdx.z) * kOutCols;
+  const int cols = int(min(int64_t(kOutCols), dv - col0));  // a multiple of 16
+  const int64_t blk = c * H + h, t0 = c * kChunk;
+  const int64_t L = min(int64_t(kChunk), T - t0);
+  copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
+  copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
+  copy_tile_async(S_s, kOutMmaLd, work.Sc + blk * dk * dv + col0, dvi, dki, cols);
+  copy_tile_async(D_s, kOutMmaLd, work.Dl + blk * kChunk * dv + col0, dvi, kChunk, cols);
+  detail::cp_async_commit();
+  detail::cp_async_wait<0>();
+  __syncthreads();
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, cq = lane % 4;
+  const int r0 = 16 * (warp / 2), n_base = 32 * (warp % 2);
+  const int tiles = max(0, min(4, (cols - n_base) / 8));  // this warp's 16 x 8 tiles inside `cols`
+  if (tiles == 0) return;  // no barrier follows
+  float acc[4][4] = {};
+  // acc[n] += A[r0.., k0..k0+K) B[k0.., n_base + 8n..]: A row-major (lda), B row-major [k][72].
+  const auto products = [&](const float* A, int lda, const float* B, int K) {
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      const float* Ar = A + (r0 + g) * lda + k0 + cq;
+      const uint32_t a[4] = {__float_as_uint(Ar[0]), __float_as_uint(Ar[8 * lda]), __float_as_uint(Ar[4]),
+                             __float_as_uint(Ar[8 * lda + 4])};
+      const float* Br = B + (k0 + cq) * kOutMmaLd + n_base + g;
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+        if (n >= tiles) break;
+        const uint32_t b[2] = {tf32_bits(Br[8 * n]), tf32_bits(Br[4 * kOutMmaLd + 8 * n])};
+        mma_tf32_16x8x8(acc[n], a, b);
+      }
+    }
+  };
+  products(Qg_s, ldk, S_s, dki);             // (e^G q) S_c
+  products(P_s, kTcLdP, D_s, r0 + 16);       // + P delta_c (P lower triangular: columns < r0 + 16)
+  const int64_t row_lo = t0 + r0 + g, col = col0 + n_base + 2 * cq;
+#pragma unroll
+  for (int n = 0; n < 4; ++n) {
+    if (n >= tiles) break;
+    if (r0 + g < L)
+      *reinterpret_cast<float2*>(o + (row_lo * H + h) * dv + col + 8 * n) = make_float2(acc[n][0], acc[n][1]);
+    if (r0 + g + 8 < L)
+      *reinterpret_cast<float2*>(o + ((row_lo + 8) * H + h) * dv + col + 8 * n) = make_float2(acc[n][2], acc[n][3]);
+  }
+}
+
 // Batch decode of one head per block, with the JetBlock's gated output norm fused in: the block
 // holds all dv columns of head h (ceil(dv / 32) column groups x ceil(dk / 32) row warps), so the norm's
 // sum over the head needs no second kernel. Per column the arithmetic is gdn_recurrent_kernel's
@@ -1413,12 +1481,6 @@ void gdn_chunked(const float* q, const float* k, const float* v, const float* g,
 constexpr bool kPrepDotsTcByDefault = true;
 constexpr bool kSplitOutputByDefault = true;
 constexpr bool kPrepInverseByDefault = true;
-bool env_switch(const char* name, bool fallback) {
-  const char* v = std::getenv(name);
-  if (v && std::string_view(v) == "1") return true;
-  if (v && std::string_view(v) == "0") return false;
-  return fallback;
-}
 bool gdn_prep_dots_tc() { return env_switch("JETLM_GDN_PREP_TC", kPrepDotsTcByDefault); }
 bool gdn_split_output() { return env_switch("JETLM_GDN_SPLIT", kSplitOutputByDefault); }
 bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseByDefault); }
@@ -1426,6 +1488,8 @@ bool gdn_prep_inverse() { return env_switch("JETLM_GDN_PREP_INV", kPrepInverseBy
 // the WMMA pass. Jet-2B prefill at 4K on the H100: 71,323 / 71,646 vs 68,833 / 68,809 tok/s
 // (+3.9%, 2026-12-07, docs/performance.md); the same float64 errors as the WMMA pass.
 bool gdn_state_mma() { return env_switch("JETLM_GDN_STATE_MMA", true); }
+// JETLM_GDN_OUTPUT_MMA=1: gdn_output_mma_kernel (not yet run on a GPU; see there).
+bool gdn_output_mma() { return env_switch("JETLM_GDN_OUTPUT_MMA", false); }
 
 
 void gdn_chunked_tc(const float* q, const float* k, const float* v, const float* g, const float* beta, int64_t T,
@@ -1471,9 +1535,15 @@ void gdn_chunked_tc(const float* q, const float* k, const float* v, const float*
     gdn_state_tc_kernel<true><<<state_grid, 128, smem2, stream()>>>(T, H, dk, dv, work, S, o);
   }
   JETLM_CUDA_CHECK_LAUNCH();
-  detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
   const dim3 out_grid(unsigned(nc), unsigned(H), unsigned((dv + kOutCols - 1) / kOutCols));
-  gdn_output_tc_kernel<<<out_grid, 128, smem3, stream()>>>(T, H, dk, dv, work, o);
+  const size_t smem_out_mma = sizeof(float) * output_mma_floats(dk);
+  if (gdn_output_mma() && smem_out_mma <= detail::max_shared_per_block()) {
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_mma_kernel), smem_out_mma);
+    gdn_output_mma_kernel<<<out_grid, 32 * kMmaWarps, smem_out_mma, stream()>>>(T, H, dk, dv, work, o);
+  } else {
+    detail::allow_dynamic_smem(reinterpret_cast<const void*>(gdn_output_tc_kernel), smem3);
+    gdn_output_tc_kernel<<<out_grid, 128, smem3, stream()>>>(T, H, dk, dv, work, o);
+  }
   JETLM_CUDA_CHECK_LAUNCH();
 }
 

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
+#include "core/env.h"
 #include "core/error.h"
 
 namespace jetlm::cuda {
@@ -420,10 +421,7 @@ __global__ void swiglu_pairs_kernel(const IT* __restrict__ y2, int64_t n_half, O
 using detail::use_pdl;
 
 bool use_splitk() {
-  static const bool on = [] {
-    const char* env = std::getenv("JETLM_GEMV_SPLITK");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool on = env_switch("JETLM_GEMV_SPLITK", true);
   return on;
 }
 
@@ -449,16 +447,12 @@ void launch_gemv_kernel(Kernel kernel, unsigned blocks, size_t smem, Args... arg
 // Jet-Nemotron-2B batch-1 decode at 4K on an H100: 527 -> 553 tok/s (docs/performance.md).
 // A/B switches: JETLM_GEMV_NORM_OCC=1 (the 128-register instantiations, 2 blocks per SM) and
 // JETLM_GEMV_SWIGLU_ROWS=4 or 8.
-int env_int(const char* name, int fallback) {
-  const char* env = std::getenv(name);
-  return env && *env ? std::atoi(env) : fallback;
-}
 bool norm_occ3() {
-  static const bool on = env_int("JETLM_GEMV_NORM_OCC", 3) == 3;
+  static const bool on = env_int("JETLM_GEMV_NORM_OCC", 3, 1, 3) == 3;
   return on;
 }
 int swiglu_rows() {
-  static const int rows = env_int("JETLM_GEMV_SWIGLU_ROWS", 6);
+  static const int rows = int(env_int("JETLM_GEMV_SWIGLU_ROWS", 6, 4, 8));
   return rows;
 }
 
@@ -497,7 +491,7 @@ GemvLayout auto_layout(const DeviceMatrix& W, int64_t vectors_per_row) {
 // Rows per block of the single-token split-K GEMV: 8 (JETLM_GEMV_SPLITK_ROWS=2 or 4 for A/B runs;
 // 8 rows: Jet-Nemotron-2B batch-1 decode 561-566 vs 552-558 tok/s with 4, docs/performance.md).
 int splitk_rows() {
-  static const int rows = env_int("JETLM_GEMV_SPLITK_ROWS", 8);
+  static const int rows = int(env_int("JETLM_GEMV_SPLITK_ROWS", 8, 2, 8));
   return rows;
 }
 
@@ -682,10 +676,7 @@ constexpr int64_t kAutotuneRows = 256;
 constexpr int kAutotuneCandidates = int(sizeof(LtPlan::candidates) / sizeof(cublasLtMatmulAlgo_t));
 
 bool gemm_autotune() {
-  static const bool on = [] {
-    const char* env = std::getenv("JETLM_GEMM_AUTOTUNE");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool on = env_switch("JETLM_GEMM_AUTOTUNE", true);
   return on;
 }
 
@@ -1063,7 +1054,7 @@ namespace detail {
 // PDL on by default where the device supports it (sm_90+); JETLM_PDL=0 turns it off (A/B runs).
 bool use_pdl() {
   static const bool on = [] {
-    if (const char* env = std::getenv("JETLM_PDL"); env && std::string(env) == "0") return false;
+    if (!env_switch("JETLM_PDL", true)) return false;
     int device = 0, major = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return false;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
