@@ -98,12 +98,18 @@ int64_t checkpoint_bytes(const std::string& model_dir) {
 
 }  // namespace
 
-WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir) {
+WeightPlacement weight_placement_for_bytes(const HugepagesFlags& flags, const std::string& device,
+                                           int64_t weight_bytes) {
   if (device == "cuda" || flags.off) return WeightPlacement::Mapped;
   if (flags.on) return WeightPlacement::Memory;
-  return flags.auto_copy && auto_weights_on_hugepages(thp_setting(), checkpoint_bytes(model_dir), available_memory_bytes())
+  return flags.auto_copy && auto_weights_on_hugepages(thp_setting(), weight_bytes, available_memory_bytes())
              ? WeightPlacement::Memory
              : WeightPlacement::Mapped;
+}
+
+WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir) {
+  if (device == "cuda" || flags.off) return WeightPlacement::Mapped;  // no directory walk
+  return weight_placement_for_bytes(flags, device, checkpoint_bytes(model_dir));
 }
 
 std::string resolve_model_dir(const std::string& given) {

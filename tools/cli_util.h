@@ -34,6 +34,9 @@ struct HugepagesFlags {
 // made when `auto_copy` and auto_weights_on_hugepages say so for this machine and checkpoint. The
 // GPU uploads the weights once, so it always maps.
 WeightPlacement weight_placement(const HugepagesFlags& flags, const std::string& device, const std::string& model_dir);
+// The same rule for weights of `weight_bytes` that are made, not loaded (bench --random-weights).
+WeightPlacement weight_placement_for_bytes(const HugepagesFlags& flags, const std::string& device,
+                                           int64_t weight_bytes);
 // The auto rule: the kernel hands out transparent huge pages (`thp_enabled`, the contents of
 // /sys/kernel/mm/transparent_hugepage/enabled, selects [always] or [madvise]) and the checkpoint's
 // weights take at most half of the available memory (so the copy does not push the machine into

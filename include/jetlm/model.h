@@ -62,8 +62,10 @@ class Model {
   static std::unique_ptr<Model> load(const std::string& model_dir, WeightFormat format = WeightFormat::AsStored,
                                      WeightPlacement placement = WeightPlacement::Mapped);
   // A model with random weights in `dtype` (F32, BF16 or F16; I8 = q8 of random bf16 weights),
-  // for benchmarks and tests.
-  static std::unique_ptr<Model> random(const ModelConfig& config, DType dtype, uint64_t seed);
+  // for benchmarks and tests. Memory: the weights on 2 MiB pages, as a loaded checkpoint's with
+  // WeightPlacement::Memory (Mapped: ordinary pages).
+  static std::unique_ptr<Model> random(const ModelConfig& config, DType dtype, uint64_t seed,
+                                       WeightPlacement placement = WeightPlacement::Mapped);
   ~Model();
 
   const ModelConfig& config() const { return config_; }

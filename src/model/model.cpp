@@ -41,15 +41,17 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir, WeightFormat fo
   return model;
 }
 
-std::unique_ptr<Model> Model::random(const ModelConfig& config, DType dtype, uint64_t seed) {
+std::unique_ptr<Model> Model::random(const ModelConfig& config, DType dtype, uint64_t seed,
+                                     WeightPlacement placement) {
   std::unique_ptr<Model> model(new Model());
   model->config_ = config;
+  const bool huge_pages = placement == WeightPlacement::Memory;
   if (dtype == DType::I8) {
     WeightStorage bf16_storage;  // freed once quantized: the matrices kept in bf16 are copied out
     model->weights_ = random_weights(model->config_, DType::BF16, seed, bf16_storage);
-    quantize_weights_q8(model->config_, model->weights_, model->owned_, /*in_memory=*/false, /*copy_kept=*/true);
+    quantize_weights_q8(model->config_, model->weights_, model->owned_, /*in_memory=*/huge_pages, /*copy_kept=*/true);
   } else {
-    model->weights_ = random_weights(model->config_, dtype, seed, model->owned_);
+    model->weights_ = random_weights(model->config_, dtype, seed, model->owned_, huge_pages);
   }
   return model;
 }

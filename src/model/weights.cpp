@@ -184,8 +184,8 @@ ModelWeights bind_weights(const ModelConfig& config, const Checkpoint& checkpoin
   return w;
 }
 
-ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed,
-                            WeightStorage& storage) {
+ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed, WeightStorage& storage,
+                            bool huge_pages) {
   JETLM_ASSERT(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16);
   ModelWeights w;
   uint64_t tensor_index = 0;
@@ -195,7 +195,7 @@ ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t see
     if (slot.matrix != nullptr) {
       const int64_t rows = slot.spec.shape[0], cols = slot.spec.shape[1];
       const int64_t n = rows * cols;
-      storage.push_back(allocate_host_bytes(size_t(n) * dtype_size(dtype)));
+      storage.push_back(allocate_host_bytes(size_t(n) * dtype_size(dtype), huge_pages));
       uint8_t* bytes = storage.back().get();
       const float amplitude = std::sqrt(3.0f / float(cols));  // uniform with variance 1/cols
       constexpr int64_t kBlock = 1 << 16;

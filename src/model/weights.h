@@ -64,9 +64,9 @@ class Checkpoint;
 ModelWeights bind_weights(const ModelConfig& config, const Checkpoint& checkpoint);
 
 // Random weights in `dtype` (F32/BF16/F16) for benchmarks and tests; storage is appended to
-// `storage`, which must outlive the weights.
-ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed,
-                            WeightStorage& storage);
+// `storage`, which must outlive the weights (huge_pages: its large buffers on 2 MiB pages).
+ModelWeights random_weights(const ModelConfig& config, DType dtype, uint64_t seed, WeightStorage& storage,
+                            bool huge_pages = false);
 
 // Replaces every weight matrix by its q8 form (blocks of 32 with f16 scales, see core/tensor.h);
 // the new bytes go to `storage`. Norms, biases and gate vectors stay float32; the JetBlock gate
