@@ -207,6 +207,45 @@ TEST(Ops, MatmulQ8) {
  });
 }
 
+// The AVX2 activation quantizer (vector form for whole blocks) against the plain statement of
+// its contract, bit for bit: per block of 32, scale = amax / 127 and q = lrint(x * (127 / amax)),
+// ties to even. Ties are forced (blocks whose amax is 127, so x * inv = x exactly, holding k + 0.5
+// values), as are an all-zero block, blocks of one sign, and partial last blocks.
+TEST(Ops, Q8ActivationQuantizerMatchesItsContract) {
+  if (cpu::detected_isa() < cpu::Isa::Avx2) GTEST_SKIP() << "needs AVX2";
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> uni(-3.0f, 3.0f);
+  for (int64_t K : {1, 31, 32, 33, 64, 100, 1536, 8963}) {
+    const int64_t blocks = q8_blocks(K);
+    std::vector<float> x(static_cast<size_t>(K));
+    for (float& v : x) v = uni(rng);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * 32, end = std::min(K, begin + 32);
+      if (b % 4 == 1) {  // ties: amax 127 makes inv exactly 1
+        for (int64_t i = begin; i < end; ++i) x[size_t(i)] = float(int(rng() % 200) - 100) + 0.5f;
+        x[size_t(begin)] = 127.0f;
+      } else if (b % 4 == 2) {
+        for (int64_t i = begin; i < end; ++i) x[size_t(i)] = 0.0f;
+      } else if (b % 4 == 3) {
+        for (int64_t i = begin; i < end; ++i) x[size_t(i)] = std::fabs(x[size_t(i)]) * 1e-3f;
+      }
+    }
+    std::vector<int8_t> xq(static_cast<size_t>(K)), expected_q(xq.size());
+    std::vector<float> scales(static_cast<size_t>(blocks)), expected_scales(scales.size());
+    cpu::kernels::quantize_activation_q8_avx2(x.data(), K, xq.data(), scales.data());
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * 32, end = std::min(K, begin + 32);
+      float amax = 0.0f;
+      for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[size_t(i)]));
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      expected_scales[size_t(b)] = amax / 127.0f;
+      for (int64_t i = begin; i < end; ++i) expected_q[size_t(i)] = int8_t(std::lrint(x[size_t(i)] * inv));
+    }
+    EXPECT_EQ(xq, expected_q) << "K=" << K;
+    EXPECT_EQ(0, std::memcmp(scales.data(), expected_scales.data(), scales.size() * sizeof(float))) << "K=" << K;
+  }
+}
+
 // The VNNI q8 GEMVs (vpdpbusd) against the AVX2 one (vpmaddubsw + vpmaddwd), bit for bit, on
 // raw int8 rows over the whole range (-128 included) and quantized activations with zero blocks:
 // lengths below one block, odd and even block counts, partial last blocks, and more than the

@@ -190,9 +190,37 @@ void dequantize_q8_avx2(const int8_t* Wq, const uint16_t* scales, int64_t rows, 
   }
 }
 
+// Whole blocks in vector form, the same arithmetic: amax by exact max, x * inv by the same float
+// multiply, round to nearest even (vcvtps2dq under the default MXCSR mode, as lrint). The scalar
+// loop (an lrint call per element) ran on one thread before every q8 GEMV: ~1.3% of Jet-2B q8
+// decode samples on the 2-core VM, with the other core idle meanwhile.
 void quantize_activation_q8_avx2(const float* x, int64_t K, int8_t* xq, float* scales) {
-  for (int64_t b = 0; b < q8_blocks(K); ++b) {
-    const int64_t begin = b * kQ8Block, end = std::min(K, begin + kQ8Block);
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256i dword_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const int64_t full_blocks = K / kQ8Block;
+  for (int64_t b = 0; b < full_blocks; ++b) {
+    const float* xb = x + b * kQ8Block;
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(xb + 8 * j);
+      m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[j]), m);  // NaN |x| keeps m, as std::max(amax, |x|)
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    scales[b] = amax / 127.0f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vinv));
+    // |q| <= 127: the saturating packs are exact; they interleave 128-bit lanes, undone by the permute.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xq + b * kQ8Block), _mm256_permutevar8x32_epi32(bytes, dword_order));
+  }
+  for (int64_t b = full_blocks; b < q8_blocks(K); ++b) {  // a last, shorter block
+    const int64_t begin = b * kQ8Block, end = K;
     float amax = 0.0f;
     for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
     const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
