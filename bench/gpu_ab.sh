@@ -45,9 +45,11 @@ fi
 
 # Jet-Nemotron-2B prefill of 4,096 tokens in 2,048-token chunks: the defaults, then each variant,
 # alternating, ROUNDS times.
-prefill() {
-  env $1 timeout 120 "$JETLM" bench --device cuda --config jet-nemotron-2b --random-weights -p 4096 -n 1 \
-    --chunk 2048 --json 2> /dev/null | field prefill_tok_s
+prefill() {  # tok/s, or the run's last error line
+  local out
+  out=$(env $1 timeout 120 "$JETLM" bench --device cuda --config jet-nemotron-2b --random-weights -p 4096 -n 1 \
+    --chunk 2048 --json 2>&1)
+  echo "$out" | field prefill_tok_s || echo "failed: $(echo "$out" | tail -1)"
 }
 echo "== Jet-2B prefill 4K A/B (tok/s)"
 for ((r = 1; r <= ROUNDS; ++r)); do
