@@ -964,6 +964,21 @@ size_t output_tc_floats(int64_t dk) {
   return size_t(kChunk * (dk + 4) + kChunk * kTcLdP + dk * kOutLd + 2 * kChunk * kOutLd);
 }
 
+// An output block's inputs, copied to shared memory and waited for: e^G q [64][dk+4] and P [64][68]
+// of chunk-head `blk`, and `cols` columns from col0 of its starting state [dk][sd_ld] and delta
+// [64][sd_ld].
+__device__ __forceinline__ void load_output_tiles(float* Qg_s, float* P_s, float* S_s, float* D_s, int sd_ld,
+                                                  const ChunkWork& work, int64_t blk, int dk, int dv, int64_t col0,
+                                                  int cols) {
+  copy_tile_async(Qg_s, dk + 4, work.Qg + blk * kChunk * dk, dk, kChunk, dk);
+  copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
+  copy_tile_async(S_s, sd_ld, work.Sc + blk * dk * dv + col0, dv, dk, cols);
+  copy_tile_async(D_s, sd_ld, work.Dl + blk * kChunk * dv + col0, dv, kChunk, cols);
+  detail::cp_async_commit();
+  detail::cp_async_wait<0>();
+  __syncthreads();
+}
+
 __global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H, int64_t dk, int64_t dv,
                                                             ChunkWork work, float* __restrict__ o) {
   using namespace nvcuda;
@@ -978,13 +993,7 @@ __global__ void __launch_bounds__(128) gdn_output_tc_kernel(int64_t T, int64_t H
   const int cols = int(min(int64_t(kOutCols), dv - col0));  // a multiple of 16
   const int64_t blk = c * H + h, t0 = c * kChunk;
   const int64_t L = min(int64_t(kChunk), T - t0);
-  copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
-  copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
-  copy_tile_async(S_s, kOutLd, work.Sc + blk * dk * dv + col0, dvi, dki, cols);
-  copy_tile_async(D_s, kOutLd, work.Dl + blk * kChunk * dv + col0, dvi, kChunk, cols);
-  detail::cp_async_commit();
-  detail::cp_async_wait<0>();
-  __syncthreads();
+  load_output_tiles(Qg_s, P_s, S_s, D_s, kOutLd, work, blk, dki, dvi, col0, cols);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int r0 = warp * 16;
   for (int ct = 0; ct < cols / 16; ++ct) {
@@ -1030,13 +1039,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps) gdn_output_mma_kernel(int64_t 
   const int cols = int(min(int64_t(kOutCols), dv - col0));  // a multiple of 16
   const int64_t blk = c * H + h, t0 = c * kChunk;
   const int64_t L = min(int64_t(kChunk), T - t0);
-  copy_tile_async(Qg_s, ldk, work.Qg + blk * kChunk * dk, dki, kChunk, dki);
-  copy_tile_async(P_s, kTcLdP, work.P + blk * kChunk * kChunk, kChunk, kChunk, kChunk);
-  copy_tile_async(S_s, kOutMmaLd, work.Sc + blk * dk * dv + col0, dvi, dki, cols);
-  copy_tile_async(D_s, kOutMmaLd, work.Dl + blk * kChunk * dv + col0, dvi, kChunk, cols);
-  detail::cp_async_commit();
-  detail::cp_async_wait<0>();
-  __syncthreads();
+  load_output_tiles(Qg_s, P_s, S_s, D_s, kOutMmaLd, work, blk, dki, dvi, col0, cols);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, cq = lane % 4;
   const int r0 = 16 * (warp / 2), n_base = 32 * (warp % 2);
   const int tiles = max(0, min(4, (cols - n_base) / 8));  // this warp's 16 x 8 tiles inside `cols`
