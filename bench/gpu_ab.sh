@@ -6,7 +6,7 @@
 #   bench/gpu_ab.sh [BIN_DIR] [SWITCH=VALUE ...]
 #
 # BIN_DIR holds jetlm and tests/cuda/{cuda_op_tests,cuda_engine_tests,cuda_op_bench} (default:
-# build-cuda). The switches to compare against the defaults default to the opt-in ones of
+# build-cuda), and lib/ when unpacked from bench/pack_cuda_bins.sh. The switches to compare against the defaults default to the opt-in ones of
 # docs/performance.md's switch table. Set GPU_AB_ROUNDS (default 2) and GPU_AB_BUDGET_S (default
 # 540: steps that would start later are skipped).
 set -uo pipefail
@@ -19,6 +19,8 @@ fi
 ROUNDS=${GPU_AB_ROUNDS:-2}
 BUDGET=${GPU_AB_BUDGET_S:-540}
 JETLM="$BIN/jetlm"
+# Libraries packed by bench/pack_cuda_bins.sh next to the binaries.
+if [ -d "$BIN/lib" ]; then export LD_LIBRARY_PATH="$(cd "$BIN/lib" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 [ -x "$JETLM" ] || { echo "gpu_ab: no jetlm binary at $JETLM" >&2; exit 2; }
 export JETLM_SOURCE_DIR=${JETLM_SOURCE_DIR:-$PWD}
 TABLE=$(mktemp)
