@@ -4,8 +4,6 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
@@ -24,7 +22,6 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = 8;  // warp-per-row kernels: 8 warps per block
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
-
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -174,7 +171,6 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   if (i < n) y[i] += x[i];
 }
 
-
 // v[t, c] = silu(sum_i kernel[t, c, i] * hist(t - K + 1 + i, c)), hist(j < 0) from the state.
 __global__ void dconv_kernel(const float* u, const float* kernel, int64_t T, int64_t C, int64_t K,
                              const float* state, float* v) {
@@ -230,15 +226,22 @@ __global__ void dconv_state_kernel(const float* u, int64_t T, int64_t C, int64_t
     if (r < K - 1) state[r * C + c] = rows[r];
 }
 
+// beta = sigmoid(b_raw), g = -e^{A_log} softplus(a_raw + dt_bias): the JetBlock's gates of one
+// head and token.
+__device__ __forceinline__ void jet_gate_values(float b_raw, float a_raw, float A_log, float dt_bias, float* beta,
+                                                float* g) {
+  *beta = 1.0f / (1.0f + expf(-b_raw));
+  const float x = a_raw + dt_bias;
+  const float softplus = x > 20.0f ? x : log1pf(expf(x));
+  *g = -expf(A_log) * softplus;
+}
+
 __global__ void jet_gates_kernel(const float* b_raw, const float* a_raw, const float* A_log, const float* dt_bias,
                                  int64_t T, int64_t H, float* beta, float* g) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * H) return;
   const int64_t h = i % H;
-  beta[i] = 1.0f / (1.0f + expf(-b_raw[i]));
-  const float x = a_raw[i] + dt_bias[h];
-  const float softplus = x > 20.0f ? x : log1pf(expf(x));
-  g[i] = -expf(A_log[h]) * softplus;
+  jet_gate_values(b_raw[i], a_raw[i], A_log[h], dt_bias[h], beta + i, g + i);
 }
 
 // One q or k head row of the JetBlock's stacked projection (a warp): dst = silu(src) scaled to
@@ -260,11 +263,7 @@ __device__ __forceinline__ void jet_qk_head(const FT* src, float* dst, int64_t d
 template <typename FT>
 __device__ __forceinline__ void jet_head_gates(const FT* ba, int64_t H, int64_t h, const float* A_log,
                                                const float* dt_bias, float* beta, float* g) {
-  const float b_raw = to_float(ba[h]), a_raw = to_float(ba[H + h]);
-  *beta = 1.0f / (1.0f + expf(-b_raw));
-  const float x = a_raw + dt_bias[h];
-  const float softplus = x > 20.0f ? x : log1pf(expf(x));
-  *g = -expf(A_log[h]) * softplus;
+  jet_gate_values(to_float(ba[h]), to_float(ba[H + h]), A_log[h], dt_bias[h], beta, g);
 }
 
 // Element i of a row's u | gate | hidden part (u, gate copied, silu(hidden)).
