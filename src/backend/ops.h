@@ -69,8 +69,10 @@ JETLM_OPS_DECLARE
 void set_num_threads(int n);
 int num_threads();
 // Sums n floats with all threads at full memory speed: the probe of `jetlm bench`'s read
-// bandwidth measurement.
-double read_all(const float* x, int64_t n);
+// bandwidth measurement. prefetch_bytes > 0: each thread also asks for its data that many bytes
+// ahead (software prefetch), which on some machines reads faster than the hardware prefetchers
+// alone; the probe takes the best of several distances.
+double read_all(const float* x, int64_t n, int64_t prefetch_bytes = 0);
 // The machine's float32 FMA peak over all threads (GFLOP/s), from a loop of register FMAs at the
 // widest active ISA (0 when the CPU has no AVX2+FMA path): the denominator of prefill roofline
 // fractions for float32 arithmetic.

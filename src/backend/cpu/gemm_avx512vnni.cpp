@@ -47,6 +47,7 @@ struct Avx512VnniDot {
       const __m512i two = _mm512_set1_epi32(2);
       const int64_t end = b + n / 2 * 2;
       for (; b < end; b += 2, pick = _mm512_add_epi32(pick, two)) {
+        prefetch_pair(w, ws, b);
         const __m512i wv = _mm512_loadu_si512(w + b * kQ8Block);
         const __m512i xv = _mm512_loadu_si512(xq + b * kQ8Block);
         // sign(w, x) without vpsignb (not in AVX-512): negate w where x < 0; where x == 0 the

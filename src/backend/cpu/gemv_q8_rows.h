@@ -24,6 +24,7 @@
 
 #include <cstdint>
 
+#include "backend/cpu/gemm_kernels.h"
 #include "core/tensor.h"
 
 namespace jetlm::cpu::kernels {
@@ -35,6 +36,14 @@ __attribute__((always_inline)) inline float horizontal_sum(__m256 v) {
   lo = _mm_hadd_ps(lo, lo);
   lo = _mm_hadd_ps(lo, lo);
   return _mm_cvtss_f32(lo);
+}
+
+// Software prefetch for a pair of blocks at b (64 weights, one line) kStreamPrefetchBytes ahead,
+// and, once per 32 blocks, the line of scales the same number of blocks ahead.
+__attribute__((always_inline)) inline void prefetch_pair(const int8_t* w, const uint16_t* ws, int64_t b) {
+  _mm_prefetch(reinterpret_cast<const char*>(w + b * kQ8Block) + kStreamPrefetchBytes, _MM_HINT_T0);
+  if (b % 32 == 0)
+    _mm_prefetch(reinterpret_cast<const char*>(ws + b) + kStreamPrefetchBytes / kQ8Block * 2, _MM_HINT_T0);
 }
 
 // w_scale (f16) * x_scale of block b, the factor of its integer dot product.
@@ -68,6 +77,7 @@ __attribute__((always_inline)) inline int64_t pairs_ymm(const int8_t* w, const u
     }
     __m256i pick = _mm256_setzero_si256();
     for (const int64_t end = b + n / 2 * 2; b < end; b += 2) {
+      prefetch_pair(w, ws, b);
       const __m256 s0 = _mm256_permutevar8x32_ps(scales, pick);
       pick = _mm256_add_epi32(pick, one);
       const __m256 s1 = _mm256_permutevar8x32_ps(scales, pick);

@@ -93,6 +93,22 @@ JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   return acc + reduce_lanes(partial);
 }
 
+// sum_f32 that asks for its input `ahead` bytes in advance (one request per 64-byte line): the
+// bandwidth probe's read, which must be the best plain read the machine does, since the decode
+// GEMVs prefetch too (gemm_kernels.h, kStreamPrefetchBytes).
+JETLM_DISPATCH float sum_f32_ahead(const float* x, int64_t n, int64_t ahead) {
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    __builtin_prefetch(reinterpret_cast<const char*>(x + i) + ahead);
+    __builtin_prefetch(reinterpret_cast<const char*>(x + i + 16) + ahead);
+    for (int64_t j = 0; j < kLanes; ++j) partial[j] += x[i + j];
+  }
+  float acc = 0.0f;
+  for (; i < n; ++i) acc += x[i];
+  return acc + reduce_lanes(partial);
+}
+
 JETLM_DISPATCH float sum_f32(const float* x, int64_t n) {
   float partial[kLanes] = {};
   int64_t i = 0;
@@ -251,11 +267,13 @@ Isa active_isa() { return current_isa(); }
 
 void set_max_isa(Isa limit) { g_active_isa.store(int(std::min(detected_isa(), limit)), std::memory_order_relaxed); }
 
-double read_all(const float* x, int64_t n) {
+double read_all(const float* x, int64_t n, int64_t prefetch_bytes) {
   double total = 0;
   constexpr int64_t kBlock = 1 << 16;
 #pragma omp parallel for num_threads(threads()) reduction(+ : total) schedule(static)
-  for (int64_t b = 0; b < n; b += kBlock) total += sum_f32(x + b, std::min(kBlock, n - b));
+  for (int64_t b = 0; b < n; b += kBlock)
+    total += prefetch_bytes > 0 ? sum_f32_ahead(x + b, std::min(kBlock, n - b), prefetch_bytes)
+                                : sum_f32(x + b, std::min(kBlock, n - b));
   return total;
 }
 int num_threads() { return threads(); }
