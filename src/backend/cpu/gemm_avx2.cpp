@@ -417,7 +417,7 @@ float dot_bf16_avx2(const uint16_t* w, const float* xp, int64_t n) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + i) + kStreamPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + i) + kStreamPrefetchBytes, _MM_HINT_T1);
     const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
     const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16));
     acc[0] = _mm256_fmadd_ps(bf16_unpack_lo(lo), _mm256_loadu_ps(xp + i), acc[0]);
@@ -453,7 +453,7 @@ void dot_rows8_bf16_avx2(const uint16_t* w, int64_t K, int64_t rows, const float
   int64_t i = 0;
   for (; i + 16 <= K; i += 16) {
     if (i % 32 == 0)  // one request per row and 64-byte line (kStreamPrefetchBytes)
-      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(row[r] + i) + kStreamPrefetchBytes, _MM_HINT_T0);
+      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(row[r] + i) + kStreamPrefetchBytes, _MM_HINT_T1);
     const __m256 x0 = _mm256_loadu_ps(xp + i), x1 = _mm256_loadu_ps(xp + i + 8);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {

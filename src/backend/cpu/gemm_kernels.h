@@ -5,12 +5,14 @@
 
 namespace jetlm::cpu::kernels {
 
-// How far ahead of its loads a decode GEMV asks for its weights (software prefetch, one request
-// per 64-byte line). One thread reading one row after another leaves the hardware prefetchers a
-// single stream, and on the 2-vCPU Xeon VM (2026-12-07, ninth session) the one-row bf16 GEMVs
-// read 21-23 GB/s against 27-29 for a plain read of the same bytes; with requests 2-3 KB ahead
-// they read 27-31 (4 KB and 8 KB: less). Prefetching past a matrix's end is harmless.
-inline constexpr int64_t kStreamPrefetchBytes = 2560;
+// How far ahead of its loads a decode GEMV asks for its weights (software prefetch into L2, one
+// request per 64-byte line). One thread reading one row after another leaves the hardware
+// prefetchers a single stream: on the 2-vCPU Xeon VM (2026-12-07, ninth session) the one-row bf16
+// GEMVs read 21-23 GB/s against 27-29 for a plain read of the same bytes. Requests into L1
+// (prefetcht0) 2-3 KB ahead brought them to the plain read; into L2 (prefetcht1, which does not
+// hold one of L1's few fill buffers per line) 5 KB ahead, ~4% more again (5-12 KB: the same).
+// Prefetching past a matrix's end is harmless.
+inline constexpr int64_t kStreamPrefetchBytes = 5120;
 
 // Packed-panel GEMM (outer-product form): Y[t, n] = X[t, :] . W[n, :] (+ bias[n]) for n < N, where
 // the weights come packed as panels of 16 rows, K-major: P[p][k][16] = W[16p + j][k] (rows past N

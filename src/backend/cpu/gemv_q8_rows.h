@@ -41,9 +41,9 @@ __attribute__((always_inline)) inline float horizontal_sum(__m256 v) {
 // Software prefetch for a pair of blocks at b (64 weights, one line) kStreamPrefetchBytes ahead,
 // and, once per 32 blocks, the line of scales the same number of blocks ahead.
 __attribute__((always_inline)) inline void prefetch_pair(const int8_t* w, const uint16_t* ws, int64_t b) {
-  _mm_prefetch(reinterpret_cast<const char*>(w + b * kQ8Block) + kStreamPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(w + b * kQ8Block) + kStreamPrefetchBytes, _MM_HINT_T1);
   if (b % 32 == 0)
-    _mm_prefetch(reinterpret_cast<const char*>(ws + b) + kStreamPrefetchBytes / kQ8Block * 2, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ws + b) + kStreamPrefetchBytes / kQ8Block * 2, _MM_HINT_T1);
 }
 
 // w_scale (f16) * x_scale of block b, the factor of its integer dot product.
