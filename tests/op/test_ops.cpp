@@ -150,6 +150,21 @@ TEST(Ops, PeakProbes) {
   });
 }
 
+// The bandwidth probe's read: the same sum with and without software prefetch (the same lanes in
+// the same order), and the sum of the input, for lengths around its 64K-float blocks and lanes.
+TEST(Ops, ReadAllSumsTheSameWithPrefetch) {
+  std::mt19937 rng(11);
+  for (int64_t n : {int64_t(1), int64_t(31), int64_t(33), int64_t(65536), int64_t(65536 * 3 + 17)}) {
+    SCOPED_TRACE(n);
+    const std::vector<float> x = random_vector(rng, size_t(n));
+    double expected = 0, magnitude = 0;
+    for (float v : x) expected += v, magnitude += std::fabs(v);
+    const double plain = cpu::read_all(x.data(), n);
+    for (int64_t ahead : {int64_t(64), int64_t(1024), int64_t(2560)}) EXPECT_EQ(cpu::read_all(x.data(), n, ahead), plain);
+    EXPECT_NEAR(plain, expected, 1e-5 * magnitude);
+  }
+}
+
 // q8: each weight's rounding error is at most half its block's scale, and the round trip keeps
 // the scale as stored.
 TEST(Quantize, RoundTripErrorIsBoundedByHalfAStep) {
