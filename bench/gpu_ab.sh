@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# One call on a lent GPU: the CUDA tests, then alternating A/B runs of the kernel switches that
-# are still opt-in, then the paper's 4K row and the batch-1 decode, with a table at the end.
+# One call on a lent GPU: the CUDA tests, then alternating A/B runs of kernel switches against
+# the defaults, then the paper's 4K row and the batch-1 decode, with a table at the end.
 # Built for short device leases: every step is bounded, and the table prints what finished.
 #
 #   bench/gpu_ab.sh [BIN_DIR] [SWITCH=VALUE ...]
 #
 # BIN_DIR holds jetlm and tests/cuda/{cuda_op_tests,cuda_engine_tests,cuda_op_bench} (default:
-# build-cuda), and lib/ when unpacked from bench/pack_cuda_bins.sh. The switches to compare against the defaults default to the opt-in ones of
-# docs/performance.md's switch table. Set GPU_AB_ROUNDS (default 2) and GPU_AB_BUDGET_S (default
-# 540: steps that would start later are skipped).
+# build-cuda), and lib/ when unpacked from bench/pack_cuda_bins.sh. The switches to compare against
+# the defaults: the arguments after BIN_DIR (see docs/performance.md's switch table). Set
+# GPU_AB_ROUNDS (default 2), GPU_AB_BUDGET_S (default 540: steps that would start later are
+# skipped), GPU_AB_CONTEXTS (the paper rows' contexts, default 4096) and GPU_AB_PAPER_S (their
+# time limit, default 200). The paper CSV goes to $OUT (the device tool's result folder) or /tmp.
 set -uo pipefail
 BIN=${1:-build-cuda}
 shift || true
 VARIANTS=("$@")
 if [ ${#VARIANTS[@]} -eq 0 ]; then
-  VARIANTS=("JETLM_PREP_ROWS=1" "JETLM_GDN_OUTPUT_MMA=1" "JETLM_PREP_ROWS=1 JETLM_GDN_OUTPUT_MMA=1")
+  # No opt-in switch is waiting: the last two made default (2026-12-08) are checked the other way.
+  VARIANTS=("JETLM_PREP_ROWS=0" "JETLM_GDN_OUTPUT_MMA=0")
 fi
 ROUNDS=${GPU_AB_ROUNDS:-2}
 BUDGET=${GPU_AB_BUDGET_S:-540}
@@ -64,8 +67,8 @@ done
 
 echo "== paper 4K row and batch-1 decode (defaults)"
 if left; then
-  timeout 200 "$JETLM" bench --paper --config jet-nemotron-2b,qwen3-1.7b --contexts 4096 -n 4 \
-    --csv /tmp/gpu_ab_paper.csv 2>&1 | tail -8 | tee -a "$TABLE"
+  timeout "${GPU_AB_PAPER_S:-200}" "$JETLM" bench --paper --config jet-nemotron-2b,qwen3-1.7b \
+    --contexts "${GPU_AB_CONTEXTS:-4096}" -n 4 --csv "${OUT:-/tmp}/gpu_ab_paper.csv" 2>&1 | tail -14 | tee -a "$TABLE"
 fi
 if left; then
   echo "batch-1 decode at 4K depth (tok/s): $(timeout 120 "$JETLM" bench --device cuda --config jet-nemotron-2b \

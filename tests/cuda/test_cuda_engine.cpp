@@ -233,9 +233,9 @@ TEST(CudaEngineOps, TensorCoreChunkedDeltaRuleMatchesReference) {
     //    same order, so the same bits as 0);
     //  2 JETLM_GDN_PREP_TC=0: the prep kernel's dot products on CUDA cores;
     //  3 JETLM_GDN_PREP_INV=0: W/U by forward substitution per column;
-    //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (the default in use; runs 0-3
-    //    take the WMMA pass);
-    //  5 as 4, with JETLM_GDN_OUTPUT_MMA=1: the output kernel on raw mma.sync (its state is run 4's).
+    //  4 JETLM_GDN_STATE_MMA=1: the state pass on raw mma.sync (runs 0-3 take the WMMA pass);
+    //  5 as 4, with JETLM_GDN_OUTPUT_MMA=1: the output kernel on raw mma.sync (its state is run 4's);
+    //    runs 4 and 5 together are the defaults in use.
     constexpr int kRuns = 6;
     std::vector<float> o_runs[kRuns], S_runs[kRuns];
     for (int run = 0; run < kRuns; ++run) {
@@ -371,10 +371,14 @@ TEST(CudaEngineOps, JetDecodePrepEqualsTheSeparateOps) {
                               u.data(), gate.data(), hidden.data(), beta.data(), g.data());
       return std::vector<std::vector<float>>{host(q), host(k), host(u), host(gate), host(hidden), host(beta), host(g)};
     };
-    const auto from_half = run(true), from_float = run(false);
+    std::vector<std::vector<float>> from_half, from_float;
+    {  // the decode layout (one block per head group)
+      const test::ScopedEnv decode_layout("JETLM_PREP_ROWS", "0");
+      from_half = run(true), from_float = run(false);
+    }
     for (size_t i = 0; i < from_float.size(); ++i)
       EXPECT_EQ(from_half[i], from_float[i]) << dtype_name(type) << " " << names[i];
-    // The one-block-per-row layout for many rows (JETLM_PREP_ROWS=1, opt-in): the same bits.
+    // The one-block-per-row layout for many rows (JETLM_PREP_ROWS=1, the default): the same bits.
     const test::ScopedEnv rows_layout("JETLM_PREP_ROWS", "1");
     const auto rows_half = run(true), rows_float = run(false);
     for (size_t i = 0; i < from_float.size(); ++i) {

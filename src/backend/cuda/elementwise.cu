@@ -329,11 +329,12 @@ __global__ void __launch_bounds__(kThreads) jet_prefill_prep_kernel(
     jet_row_rest(row + 2 * key_dim, i, value_dim, H, u + b * value_dim, gate + b * value_dim, hidden + b * gh);
 }
 
-// Rows from which jet_decode_prep takes the one-block-per-row layout (prefill chunks), where
-// JETLM_PREP_ROWS=1 opts in: written after the last device call of 2026-12-07, NOT YET RUN ON A
-// GPU (ncu there: the decode layout took 97 us per Jet-2B layer at 2048 rows).
+// Rows from which jet_decode_prep takes the one-block-per-row layout (prefill chunks); on by
+// default, JETLM_PREP_ROWS=0 keeps the decode layout. H100, Jet-2B prefill of 4,096 tokens
+// (2026-12-08, alternating): 72,813 / 72,416 vs 71,885 / 71,780 tok/s (+1.1%); the same bits
+// (JetDecodePrepEqualsTheSeparateOps).
 constexpr int64_t kPrepRowsMin = 64;
-bool prefill_prep_rows() { return env_switch("JETLM_PREP_ROWS", false); }  // read per launch: tests switch it
+bool prefill_prep_rows() { return env_switch("JETLM_PREP_ROWS", true); }  // read per launch: tests switch it
 
 template <typename FT>
 void launch_jet_decode_prep(const FT* fused, int64_t B, int64_t H, int64_t dk, int64_t dv, int64_t gh, float q_scale,
