@@ -93,27 +93,19 @@ JETLM_DISPATCH float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
   return acc + reduce_lanes(partial);
 }
 
-// sum_f32 that asks for its input `ahead` bytes in advance (one request per 64-byte line): the
-// bandwidth probe's read, which must be the best plain read the machine does, since the decode
-// GEMVs prefetch too (gemm_kernels.h, kStreamPrefetchBytes).
-JETLM_DISPATCH float sum_f32_ahead(const float* x, int64_t n, int64_t ahead) {
+// The bandwidth probe's read. ahead > 0: it also asks for its input that many bytes in advance (one
+// request per 64-byte line), since the probe must be the best plain read the machine does and the
+// decode GEMVs prefetch too (gemm_kernels.h, kStreamPrefetchBytes). The sum is the same either way.
+JETLM_DISPATCH float sum_f32(const float* x, int64_t n, int64_t ahead) {
   float partial[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    __builtin_prefetch(reinterpret_cast<const char*>(x + i) + ahead);
-    __builtin_prefetch(reinterpret_cast<const char*>(x + i + 16) + ahead);
+    if (ahead > 0) {
+      __builtin_prefetch(reinterpret_cast<const char*>(x + i) + ahead);
+      __builtin_prefetch(reinterpret_cast<const char*>(x + i + 16) + ahead);
+    }
     for (int64_t j = 0; j < kLanes; ++j) partial[j] += x[i + j];
   }
-  float acc = 0.0f;
-  for (; i < n; ++i) acc += x[i];
-  return acc + reduce_lanes(partial);
-}
-
-JETLM_DISPATCH float sum_f32(const float* x, int64_t n) {
-  float partial[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) partial[j] += x[i + j];
   float acc = 0.0f;
   for (; i < n; ++i) acc += x[i];
   return acc + reduce_lanes(partial);
@@ -272,8 +264,7 @@ double read_all(const float* x, int64_t n, int64_t prefetch_bytes) {
   constexpr int64_t kBlock = 1 << 16;
 #pragma omp parallel for num_threads(threads()) reduction(+ : total) schedule(static)
   for (int64_t b = 0; b < n; b += kBlock)
-    total += prefetch_bytes > 0 ? sum_f32_ahead(x + b, std::min(kBlock, n - b), prefetch_bytes)
-                                : sum_f32(x + b, std::min(kBlock, n - b));
+    total += sum_f32(x + b, std::min(kBlock, n - b), prefetch_bytes);
   return total;
 }
 int num_threads() { return threads(); }
