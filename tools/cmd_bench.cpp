@@ -175,8 +175,8 @@ void run_bench(const BenchArgs& args) {
   if (args.model_dir.empty()) {
     const ModelConfig config = load_model_config(args.config);
     const DType dtype = parse_weight_dtype(args.dtype);
-    // q8: one byte per weight and an f16 scale per 32.
-    const double bytes_per_weight = dtype == DType::I8 ? 1.0 + 2.0 / 32 : double(dtype_size(dtype));
+    // q8: one byte per weight and an f16 scale per block (core/tensor.h).
+    const double bytes_per_weight = dtype == DType::I8 ? 1.0 + 2.0 / double(kQ8Block) : double(dtype_size(dtype));
     placement = weight_placement_for_bytes(args.hugepages, args.device,
                                            int64_t(double(parameter_count(config)) * bytes_per_weight));
     model = Model::random(config, dtype, 1, placement);
